@@ -1,0 +1,10 @@
+"""medres: residual networks for diagnostic detection on DICOM archives."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("medres")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]
