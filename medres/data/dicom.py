@@ -321,7 +321,10 @@ def _decode(ds: pydicom.Dataset, path: PathLike) -> np.ndarray:
         )
     try:
         # view_only: native data comes back as a view on the file bytes; _apply_modality makes the copy.
-        return pydicom.pixels.pixel_array(ds, view_only=True)
+        # Not when Bits Stored < Bits Allocated: the unused high bits may hold garbage (old overlays)
+        # that pydicom must mask, which needs a copy (asking for a view then only earns a warning).
+        full_width = ds.get("BitsStored") == ds.get("BitsAllocated")
+        return pydicom.pixels.pixel_array(ds, view_only=full_width)
     except Exception as exc:
         raise DicomReadError(DicomErrorKind.DECODE_ERROR, path, f"{type(exc).__name__}: {exc}") from exc
 
