@@ -1,0 +1,5 @@
+"""LightningModules ("systems"): backbone + loss + metrics + optimisation."""
+
+from medres.tasks.detection import MultiLabelDetection
+
+__all__ = ["MultiLabelDetection"]

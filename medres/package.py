@@ -1,0 +1,179 @@
+"""The model package: everything scoring needs to apply a trained model, and nothing executable.
+
+A package is a folder with ``package.json`` (the contract: backbone, label names, preprocessing,
+thresholds, versions, training config) and ``weights.safetensors`` (the backbone's tensors). It is
+what gets logged to MLflow and registered; it is also embedded in every Lightning checkpoint under
+the ``"medres"`` key, so a checkpoint path scores the same way. Loading never unpickles: weights come
+from safetensors, checkpoints are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import medres
+from medres.data.transforms import Preprocessing
+from medres.models import create_model, is_model
+
+FORMAT_VERSION = 1
+CONTRACT_FILE = "package.json"
+WEIGHTS_FILE = "weights.safetensors"
+CHECKPOINT_KEY = "medres"
+BACKBONE_PREFIX = "backbone."
+
+
+def probability_column(finding: str) -> str:
+    """Output column holding the probability of ``finding`` (predictions, pyfunc)."""
+    return f"prob_{finding}"
+
+
+def finding_column(finding: str) -> str:
+    """Output column holding the thresholded call for ``finding``."""
+    return f"finding_{finding}"
+
+
+class PackageError(ValueError):
+    """A model package this medres cannot honour (the message says why and where)."""
+
+
+@dataclass
+class ModelPackage:
+    """A trained diagnostic-detection model and its contract.
+
+    Args:
+        backbone: Registered model name (see ``medres.models.list_models``).
+        backbone_args: Extra keyword arguments the backbone was built with.
+        findings: Label names, in output order.
+        preprocessing: The exact preprocessing the network was trained on.
+        thresholds: Operating threshold per finding (probability ≥ threshold ⇒ finding present).
+        state_dict: Backbone weights.
+        medres_version: The medres version that trained it.
+        training_config: The resolved training config (YAML text), for provenance.
+    """
+
+    backbone: str
+    backbone_args: dict[str, Any]
+    findings: list[str]
+    preprocessing: Preprocessing
+    thresholds: list[float]
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+    medres_version: str = medres.__version__
+    training_config: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.findings:
+            raise PackageError("model package has no findings")
+        if len(self.thresholds) != len(self.findings):
+            raise PackageError(f"model package has {len(self.thresholds)} thresholds for {len(self.findings)} findings")
+
+    # ---- contract ---------------------------------------------------------------------------
+    def contract(self) -> dict[str, Any]:
+        """The JSON-serialisable part: everything but the weights."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "medres_version": self.medres_version,
+            "backbone": self.backbone,
+            "backbone_args": self.backbone_args,
+            "findings": list(self.findings),
+            "thresholds": [float(t) for t in self.thresholds],
+            "preprocessing": self.preprocessing.to_dict(),
+            "spatial_dims": self.preprocessing.spatial_dims,
+            "in_channels": self.preprocessing.in_channels,
+            "training_config": self.training_config,
+        }
+
+    @classmethod
+    def from_contract(cls, contract: dict[str, Any], state_dict: dict[str, torch.Tensor], source: str) -> ModelPackage:
+        """Validate a contract read from ``source`` and attach weights; refuses what this medres cannot honour."""
+        version = contract.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise PackageError(
+                f"{source}: package format {version!r} is newer than this medres supports ({FORMAT_VERSION}); "
+                "upgrade medres"
+            )
+        missing = [k for k in ("backbone", "findings", "preprocessing", "thresholds") if k not in contract]
+        if missing:
+            raise PackageError(f"{source}: model package lacks {missing}")
+        if not is_model(contract["backbone"]):
+            raise PackageError(f"{source}: backbone {contract['backbone']!r} is not a registered medres model")
+        try:
+            preprocessing = Preprocessing.from_dict(contract["preprocessing"])
+        except (TypeError, ValueError) as err:
+            raise PackageError(f"{source}: {err}") from err
+        return cls(
+            backbone=contract["backbone"],
+            backbone_args=dict(contract.get("backbone_args") or {}),
+            findings=list(contract["findings"]),
+            preprocessing=preprocessing,
+            thresholds=[float(t) for t in contract["thresholds"]],
+            state_dict=state_dict,
+            medres_version=str(contract.get("medres_version", "unknown")),
+            training_config=contract.get("training_config"),
+        )
+
+    # ---- model --------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        """The backbone with the packaged weights loaded strictly, in eval mode."""
+        model = build_backbone(self.backbone, self.backbone_args, self.preprocessing, len(self.findings))
+        result = model.load_state_dict(self.state_dict, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise PackageError(
+                f"weights do not fit {self.backbone}: missing {result.missing_keys[:5]}, "
+                f"unexpected {result.unexpected_keys[:5]}"
+            )
+        return model.eval()
+
+    # ---- files --------------------------------------------------------------------------------
+    def save(self, directory: Path) -> Path:
+        """Write ``package.json`` and ``weights.safetensors`` into ``directory`` (created)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONTRACT_FILE).write_text(json.dumps(self.contract(), indent=2) + "\n")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict.items()}, directory / WEIGHTS_FILE)
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> ModelPackage:
+        """Read a package folder written by :meth:`save`."""
+        contract_path = directory / CONTRACT_FILE
+        if not contract_path.is_file():
+            raise PackageError(f"{directory}: not a medres model package (no {CONTRACT_FILE})")
+        contract = json.loads(contract_path.read_text())
+        return cls.from_contract(contract, load_file(directory / WEIGHTS_FILE), str(directory))
+
+    @classmethod
+    def from_checkpoint(cls, path: Path) -> ModelPackage:
+        """Read the package embedded in a medres Lightning checkpoint, without unpickling code."""
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # torch raises several types for files that are not safe checkpoints
+            raise PackageError(f"{path}: cannot read as a checkpoint with weights_only=True: {err}") from err
+        if CHECKPOINT_KEY not in checkpoint:
+            raise PackageError(f"{path}: not a medres checkpoint (no '{CHECKPOINT_KEY}' entry)")
+        return cls.from_contract(checkpoint[CHECKPOINT_KEY], backbone_state(checkpoint["state_dict"]), str(path))
+
+
+def backbone_state(module_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The backbone's tensors out of a detection LightningModule's state dict (``backbone.`` prefix dropped)."""
+    return {k.removeprefix(BACKBONE_PREFIX): v for k, v in module_state.items() if k.startswith(BACKBONE_PREFIX)}
+
+
+def build_backbone(
+    backbone: str, backbone_args: dict[str, Any], preprocessing: Preprocessing, num_classes: int
+) -> nn.Module:
+    """Create a registered backbone sized for the preprocessing (dims, channels) and the number of findings."""
+    return create_model(
+        backbone,
+        spatial_dims=preprocessing.spatial_dims,
+        in_channels=preprocessing.in_channels,
+        num_classes=num_classes,
+        **backbone_args,
+    )

@@ -1,0 +1,191 @@
+"""Multi-label diagnostic detection: a residual backbone, masked BCE, per-finding AUROC."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torchmetrics.classification import MultilabelAUROC
+from torchmetrics.utilities import dim_zero_cat
+
+import medres
+from medres.data.transforms import Preprocessing
+from medres.package import CHECKPOINT_KEY, ModelPackage, build_backbone
+from medres.tasks.losses import UncertainPolicy, masked_bce_with_logits, resolve_labels
+
+IGNORE_INDEX = -1  # torchmetrics' marker for "leave this label out"
+
+
+class MaskedMultilabelAUROC(MultilabelAUROC):
+    """Per-finding AUROC that is NaN, not torchmetrics' 0.0, for a finding whose labels hold only one class.
+
+    A split with no positive nodule has no nodule AUROC; reporting 0 would drag the macro mean down
+    and make a lucky split look like a broken model.
+    """
+
+    # The base class's annotation is its precision-recall-curve grandparent's; AUROC returns a tensor.
+    def compute(self) -> torch.Tensor:  # type: ignore[override]  # states are already synced here
+        """AUROC per finding, NaN where the finding has no positive or no negative label."""
+        values = super().compute()
+        target = dim_zero_cat(self.target)
+        has_both = (target == 1).any(dim=0) & (target == 0).any(dim=0)
+        return torch.where(has_both, values, torch.full_like(values, float("nan")))
+
+
+def _default_optimizer(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+
+
+class MultiLabelDetection(pl.LightningModule):
+    """Detects several findings per image; each finding is an independent sigmoid output.
+
+    Batches are dicts with ``image`` (N, C, *spatial) and ``label`` (N, F) holding 1, 0, NaN
+    (unknown: masked out of loss and metrics) or -1 (uncertain: see ``uncertain_policy``).
+
+    Args:
+        findings: Label names in output order (linked from the data module's ``findings``).
+        preprocessing: The data module's preprocessing (linked); saved into checkpoints and packages.
+        backbone: Registered model name from ``medres.models``.
+        backbone_args: Extra keyword arguments for the backbone (e.g. ``drop_path_rate``).
+        uncertain_policy: ``ignore``, ``positive`` or ``negative`` for -1 labels.
+        pos_weight: Optional weight of positives per finding in the loss (imbalance).
+        thresholds: Operating threshold per finding for the packaged model (default 0.5 each).
+        optimizer: Optimizer factory, from the config's ``class_path``/``init_args``.
+        scheduler: Optional LR scheduler factory, stepped once per epoch.
+    """
+
+    pos_weight: torch.Tensor | None  # a buffer: follows the module across devices
+
+    def __init__(
+        self,
+        findings: list[str],
+        preprocessing: Preprocessing | None = None,
+        backbone: str = "resnet50",
+        backbone_args: dict[str, Any] | None = None,
+        uncertain_policy: Literal["ignore", "positive", "negative"] = "ignore",
+        pos_weight: list[float] | None = None,
+        thresholds: list[float] | None = None,
+        optimizer: OptimizerCallable = _default_optimizer,
+        scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        if not findings:
+            raise ValueError("model.findings is empty: name at least one finding")
+        if pos_weight is not None and len(pos_weight) != len(findings):
+            raise ValueError(f"model.pos_weight has {len(pos_weight)} values for {len(findings)} findings")
+        if thresholds is not None and len(thresholds) != len(findings):
+            raise ValueError(f"model.thresholds has {len(thresholds)} values for {len(findings)} findings")
+        self.findings = list(findings)
+        self.preprocessing = preprocessing or Preprocessing()
+        self.backbone_name = backbone
+        self.backbone_args = dict(backbone_args or {})
+        self.uncertain_policy = UncertainPolicy(uncertain_policy)
+        self.thresholds = list(thresholds) if thresholds is not None else [0.5] * len(findings)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.backbone = build_backbone(backbone, self.backbone_args, self.preprocessing, len(findings))
+        self.register_buffer(
+            "pos_weight", torch.tensor(pos_weight, dtype=torch.float32) if pos_weight is not None else None
+        )
+        # Plain values only, so checkpoints load with torch.load(weights_only=True); the resolved
+        # config is logged by the CLI, so these are not sent to the logger a second time.
+        self.save_hyperparameters(
+            {
+                "findings": self.findings,
+                "preprocessing": self.preprocessing.to_dict(),
+                "backbone": backbone,
+                "backbone_args": self.backbone_args,
+                "uncertain_policy": str(self.uncertain_policy),
+            },
+            logger=False,
+        )
+        self.val_auroc = self._auroc()
+        self.test_auroc = self._auroc()
+
+    def _auroc(self) -> MaskedMultilabelAUROC:
+        return MaskedMultilabelAUROC(num_labels=len(self.findings), average=None, ignore_index=IGNORE_INDEX)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, *spatial) images → (N, F) logits."""
+        logits: torch.Tensor = self.backbone(images)
+        return logits
+
+    # ---- training --------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Masked BCE on one batch."""
+        loss, _, _, _ = self._shared_step(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]))
+        return loss
+
+    # ---- validation / test ---------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Loss and AUROC state update."""
+        self._evaluate(batch, "val", self.val_auroc)
+
+    def on_validation_epoch_end(self) -> None:
+        """Per-finding and macro AUROC for the epoch."""
+        self._log_auroc("val", self.val_auroc)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Loss and AUROC state update."""
+        self._evaluate(batch, "test", self.test_auroc)
+
+    def on_test_epoch_end(self) -> None:
+        """Per-finding and macro AUROC on the test split."""
+        self._log_auroc("test", self.test_auroc)
+
+    # ---- predict -------------------------------------------------------------------------------
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """(N, F) probabilities."""
+        return torch.sigmoid(self(batch["image"]).float())
+
+    # ---- optimisation ----------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        """The configured optimizer, and the scheduler stepped per epoch if one is configured."""
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ---- checkpoint and package ----------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Embed the model contract so a checkpoint path can be scored like a registered model."""
+        checkpoint[CHECKPOINT_KEY] = self.to_package().contract()
+
+    def to_package(self, training_config: str | None = None) -> ModelPackage:
+        """The current weights and contract as a :class:`~medres.package.ModelPackage`."""
+        return ModelPackage(
+            backbone=self.backbone_name,
+            backbone_args=self.backbone_args,
+            findings=self.findings,
+            preprocessing=self.preprocessing,
+            thresholds=self.thresholds,
+            state_dict={k: v.detach().cpu() for k, v in self.backbone.state_dict().items()},
+            medres_version=medres.__version__,
+            training_config=training_config,
+        )
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _shared_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self(batch["image"])
+        targets, mask = resolve_labels(batch["label"].float(), self.uncertain_policy)
+        loss = masked_bce_with_logits(logits, targets, mask, self.pos_weight)
+        return loss, logits, targets, mask
+
+    def _evaluate(self, batch: dict[str, Any], stage: str, auroc: MultilabelAUROC) -> None:
+        loss, logits, targets, mask = self._shared_step(batch)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]), sync_dist=True)
+        metric_targets = torch.where(mask, targets.long(), torch.full_like(targets, IGNORE_INDEX, dtype=torch.long))
+        auroc.update(torch.sigmoid(logits.float()), metric_targets)
+
+    def _log_auroc(self, stage: str, auroc: MultilabelAUROC) -> None:
+        per_finding = auroc.compute()
+        auroc.reset()
+        valid = ~torch.isnan(per_finding)
+        for name, value in zip(self.findings, per_finding, strict=True):
+            self.log(f"{stage}/auroc_{name}", value, sync_dist=False)
+        macro = per_finding[valid].mean() if bool(valid.any()) else torch.tensor(float("nan"))
+        self.log(f"{stage}/auroc_macro", macro, prog_bar=True, sync_dist=False)
