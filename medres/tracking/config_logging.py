@@ -1,0 +1,48 @@
+"""The resolved LightningCLI config, logged to the MLflow run as an artifact and as flattened params."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.cli import SaveConfigCallback
+from pytorch_lightning.loggers import MLFlowLogger
+
+# MLflow rejects param values over 6,000 characters; long lists are still readable in config.yaml.
+MAX_PARAM_CHARS = 500
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Yield ``("a.b.c", "value")`` pairs for every leaf of a nested config mapping.
+
+    Args:
+        config: A nested mapping as dumped by jsonargparse (``class_path``/``init_args`` kept).
+        prefix: Key prefix for recursion.
+    """
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from flatten_config(value, prefix=f"{name}.")
+        else:
+            text = str(value)
+            yield name, text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+
+
+class MLflowSaveConfig(SaveConfigCallback):
+    """Saves the resolved config into the fit's MLflow run (rank 0 only, once per run).
+
+    Lightning's default callback writes ``config.yaml`` into ``trainer.log_dir``, which an MLflow
+    logger on a database store does not have; this one logs it where the reviewer looks instead.
+    """
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Log ``config.yaml`` and the flattened params to every MLflow logger of the trainer."""
+        import yaml
+
+        config_yaml = self.parser.dump(self.config, skip_none=False)
+        flat = dict(flatten_config(yaml.safe_load(config_yaml)))
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                logger.experiment.log_text(logger.run_id, config_yaml, "config.yaml")
+                logger.log_hyperparams(flat)

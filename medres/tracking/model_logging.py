@@ -1,0 +1,94 @@
+"""Log a trained model to its fit's MLflow run and register it as a new version."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pytorch_lightning as pl
+import torch
+from mlflow.models.model import ModelInfo
+from pytorch_lightning.loggers import MLFlowLogger
+
+import medres
+from medres.package import ModelPackage, backbone_state
+from medres.tracking.pyfunc import PACKAGE_ARTIFACT, MedresPyfuncModel, model_signature
+
+log = logging.getLogger(__name__)
+
+MODEL_ARTIFACT = "model"
+CONFIG_ARTIFACT = "config.yaml"
+
+
+def log_model_package(
+    package: ModelPackage, run_id: str, tracking_uri: str, registered_model_name: str | None = None
+) -> ModelInfo:
+    """Log ``package`` as the run's MLflow model (a pyfunc) and optionally register a new version.
+
+    Args:
+        package: Weights and contract to log.
+        run_id: The fit's run.
+        tracking_uri: Store holding the run.
+        registered_model_name: Registry name for a new version; ``None`` logs without registering.
+    """
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
+        package_dir = package.save(Path(tmp) / PACKAGE_ARTIFACT)
+        return mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=MedresPyfuncModel(),
+            artifacts={PACKAGE_ARTIFACT: str(package_dir)},
+            signature=model_signature(package.findings),
+            # Given explicitly: inferring them would import-trace the model, slow and network-prone.
+            pip_requirements=[f"medres=={medres.__version__}"],
+            metadata={"medres": {k: v for k, v in package.contract().items() if k != "training_config"}},
+            registered_model_name=registered_model_name,
+        )
+
+
+class RegisterModel(pl.Callback):
+    """At the end of fit, log the best checkpoint's weights as an MLflow model and register a version.
+
+    Lightning's MLflow logger only uploads checkpoint files; this logs a loadable model with its
+    signature, label names and preprocessing, and puts it in the registry under ``model_name``.
+
+    Args:
+        model_name: Registered model name; each fit adds a version.
+        enabled: Set false to skip logging and registration (e.g. quick experiments).
+    """
+
+    def __init__(self, model_name: str = "chest_xray", enabled: bool = True) -> None:
+        self.model_name = model_name
+        self.enabled = enabled
+        self.model_info: ModelInfo | None = None
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log and register on rank 0 only, so a DDP fit registers exactly one version."""
+        if not self.enabled or not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
+        if logger is None or logger.run_id is None:
+            log.warning("no MLflow logger on the trainer: the model is not registered")
+            return
+        to_package = getattr(pl_module, "to_package", None)
+        if to_package is None:
+            raise TypeError(f"{type(pl_module).__name__} has no to_package(); cannot register it")
+        package: ModelPackage = to_package(training_config=_run_config(logger))
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""  # type: ignore[attr-defined]
+        if best:  # register the checkpoint that won on validation, not the last epoch's weights
+            checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+            package.state_dict = backbone_state(checkpoint["state_dict"])
+        self.model_info = log_model_package(package, logger.run_id, logger._tracking_uri, self.model_name)
+        log.info("registered %s version %s", self.model_name, self.model_info.registered_model_version)
+
+
+def _run_config(logger: MLFlowLogger) -> str | None:
+    """The resolved config the CLI logged into the run, if any."""
+    try:
+        return mlflow.artifacts.load_text(
+            f"{logger.experiment.get_run(logger.run_id).info.artifact_uri}/{CONFIG_ARTIFACT}"
+        )
+    except Exception:  # a fit started from Python, without the CLI, has no config artifact
+        return None
