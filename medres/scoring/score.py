@@ -1,0 +1,168 @@
+"""``medres score``: apply a model package to every file under a folder.
+
+Every file ends up in exactly one of the predictions (``OUTPUT``) or the error ledger
+(``OUTPUT`` with suffix ``.errors.parquet``); a broken or non-DICOM file never stops the run. The
+network runs through ``Trainer.predict`` so the accelerator and precision are Trainer settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader
+
+from medres.data.manifest import iter_archive_files
+from medres.package import ModelPackage, finding_column, probability_column
+from medres.scoring.dataset import ScoringDataset, collate_scoring
+from medres.scoring.writers import LEDGER_SCHEMA, ParquetStream, prediction_schema
+from medres.tracking.registry import ResolvedModel, load_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreSummary:
+    """What a scoring run did."""
+
+    predictions: int
+    errors: int
+    error_kinds: dict[str, int]
+    output: Path
+    errors_path: Path
+    seconds: float
+    model: str = field(default="")
+
+    def line(self) -> str:
+        """One human line for the terminal."""
+        kinds = ", ".join(f"{k}: {n}" for k, n in sorted(self.error_kinds.items())) or "none"
+        return (
+            f"scored {self.predictions} file(s) with {self.model} in {self.seconds:.1f}s → {self.output}; "
+            f"{self.errors} in the error ledger ({kinds}) → {self.errors_path}"
+        )
+
+
+def errors_path_for(output: Path) -> Path:
+    """The error ledger beside ``output``: ``preds.parquet`` → ``preds.errors.parquet``."""
+    return output.with_suffix(".errors.parquet")
+
+
+class _ScoringModule(pl.LightningModule):
+    """Wraps the packaged network for ``Trainer.predict``; batches may hold zero scorable images."""
+
+    def __init__(self, package: ModelPackage) -> None:
+        super().__init__()
+        self.network = package.build_model()
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        images = batch["image"]
+        probs = torch.sigmoid(self.network(images).float()) if len(batch["rows"]) else images.new_zeros((0,))
+        return {"probs": probs.cpu(), "rows": batch["rows"], "errors": batch["errors"]}
+
+
+class _ParquetPredictionWriter(BasePredictionWriter):
+    """Writes each batch's rows as it is produced, so memory stays flat over the archive."""
+
+    def __init__(self, model: ResolvedModel, predictions: ParquetStream, ledger: ParquetStream) -> None:
+        super().__init__(write_interval="batch")
+        self.model = model
+        self.predictions = predictions
+        self.ledger = ledger
+        self.error_kinds: Counter[str] = Counter()
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        package = self.model.package
+        thresholds = torch.tensor(package.thresholds)
+        probs = prediction["probs"]
+        calls = probs >= thresholds if len(probs) else probs.bool()
+        rows = []
+        for i, row in enumerate(prediction["rows"]):
+            out = dict(row)
+            for j, finding in enumerate(package.findings):
+                out[probability_column(finding)] = float(probs[i, j])
+                out[finding_column(finding)] = bool(calls[i, j])
+            out["model_name"], out["model_version"] = self.model.name, self.model.version
+            rows.append(out)
+        self.predictions.write(rows)
+        self.ledger.write(prediction["errors"])
+        self.error_kinds.update(error["kind"] for error in prediction["errors"])
+
+
+def score_archive(
+    model: str,
+    input_dir: Path,
+    output: Path,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    accelerator: str = "auto",
+    precision: str = "32-true",
+    tracking_uri: str | None = None,
+    progress: bool = True,
+) -> ScoreSummary:
+    """Score every file under ``input_dir`` with a registered model or a checkpoint.
+
+    Args:
+        model: ``models:/NAME/VERSION``, ``models:/NAME/latest``, ``models:/NAME@ALIAS`` or a ``.ckpt`` path.
+        input_dir: Folder to score (every file below it, hidden ones excepted).
+        output: Predictions Parquet file; the error ledger goes beside it (``.errors.parquet``).
+        batch_size: Images per forward pass.
+        num_workers: Decoding worker processes.
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+        precision: Lightning precision (``32-true``, ``bf16-mixed``, …).
+        tracking_uri: Registry to resolve ``models:/`` references against.
+        progress: Show a progress bar.
+    """
+    started = time.perf_counter()
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"--input {input_dir}: no such folder")
+    resolved = load_model(model, tracking_uri=tracking_uri)
+    package = resolved.package
+    paths = list(iter_archive_files(input_dir))
+    dataset = ScoringDataset(input_dir, paths, package.preprocessing)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_scoring, shuffle=False
+    )
+    errors_path = errors_path_for(output)
+    with (
+        ParquetStream(output, prediction_schema(package.findings)) as predictions,
+        ParquetStream(errors_path, LEDGER_SCHEMA) as ledger,
+    ):
+        writer = _ParquetPredictionWriter(resolved, predictions, ledger)
+        trainer = pl.Trainer(
+            accelerator=accelerator,
+            devices=1,
+            precision=precision,  # type: ignore[arg-type]
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
+            callbacks=[writer],
+        )
+        trainer.predict(_ScoringModule(package), dataloaders=loader, return_predictions=False)
+    if predictions.rows + ledger.rows != len(paths):  # the contract: every input in exactly one place
+        raise RuntimeError(f"scored {predictions.rows} + ledgered {ledger.rows} ≠ {len(paths)} input files")
+    return ScoreSummary(
+        predictions=predictions.rows,
+        errors=ledger.rows,
+        error_kinds=dict(writer.error_kinds),
+        output=output,
+        errors_path=errors_path,
+        seconds=time.perf_counter() - started,
+        model=f"{resolved.name}/{resolved.version}",
+    )

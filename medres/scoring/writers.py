@@ -1,0 +1,80 @@
+"""Streaming Parquet writers for prediction rows and the error ledger."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medres.package import finding_column, probability_column
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("SOPInstanceUID", pa.string()),
+        ("SeriesInstanceUID", pa.string()),
+        ("StudyInstanceUID", pa.string()),
+        ("kind", pa.string()),
+        ("message", pa.string()),
+    ]
+)
+
+
+def prediction_schema(findings: Sequence[str]) -> pa.Schema:
+    """Prediction rows: UIDs, path, one probability and one call per finding, model name and version.
+
+    No patient-identifying column exists here by construction.
+    """
+    fields = [
+        ("path", pa.string()),
+        ("SOPInstanceUID", pa.string()),
+        ("SeriesInstanceUID", pa.string()),
+        ("StudyInstanceUID", pa.string()),
+    ]
+    fields += [(probability_column(f), pa.float32()) for f in findings]
+    fields += [(finding_column(f), pa.bool_()) for f in findings]
+    fields += [("model_name", pa.string()), ("model_version", pa.string())]
+    return pa.schema(fields)
+
+
+class ParquetStream:
+    """Appends row groups to ``path`` as they come; the file appears complete or not at all.
+
+    Rows go to ``path + ".partial"``, renamed over ``path`` by :meth:`close`, so a killed run never
+    leaves a truncated file that looks finished.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self.rows = 0
+        self._partial = path.with_name(path.name + ".partial")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self._partial, schema)
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append rows (dicts keyed by the schema's names)."""
+        if rows:
+            self._writer.write_table(pa.Table.from_pylist(list(rows), schema=self.schema))
+            self.rows += len(rows)
+
+    def close(self) -> None:
+        """Finish the file and move it into place."""
+        self._writer.close()
+        os.replace(self._partial, self.path)
+
+    def __enter__(self) -> ParquetStream:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._writer.close()
