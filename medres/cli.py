@@ -1,0 +1,232 @@
+"""``medres`` entry point: LightningCLI for fit/validate/test/predict, plus synth, index and score.
+
+Every command is a thin layer over a function of the Python API; configuration flows through
+LightningCLI YAML (``--config`` files merge in order) into typed ``__init__`` arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from argparse import ArgumentError
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from jsonargparse import ArgumentParser, lazy_instance
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from medres.data.datamodule import DicomDataModule
+from medres.tasks.detection import MultiLabelDetection
+from medres.tracking.config_logging import MLflowSaveConfig
+from medres.tracking.defaults import disable_telemetry
+from medres.tracking.logger import MLflowLogger
+from medres.tracking.model_logging import RegisterModel
+
+TRAINER_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class MedresCLI(LightningCLI):
+    """LightningCLI with medres's links and defaults: one MLflow run per fit, test after fit, registration."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link data → model settings and add the always-on callbacks as config groups."""
+        # The model's label names and preprocessing come from the data: declared once, saved with the model.
+        parser.link_arguments("data.findings", "model.findings")
+        parser.link_arguments("data.preprocessing", "model.preprocessing")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/auroc_macro",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best-{epoch:02d}",
+                "checkpoint.save_last": True,
+            }
+        )
+        parser.add_lightning_class_args(RegisterModel, "register")
+
+    def after_fit(self) -> None:
+        """Evaluate the best checkpoint on the test split (when there is one) into the same MLflow run."""
+        datamodule = self.datamodule
+        if isinstance(datamodule, DicomDataModule) and datamodule.has_split("test") and not self.trainer.interrupted:
+            self.trainer.test(self.model, datamodule=datamodule, ckpt_path="best" if self._has_best() else None)
+
+    def _has_best(self) -> bool:
+        callback = self.trainer.checkpoint_callback
+        return bool(getattr(callback, "best_model_path", ""))
+
+
+def run_trainer_cli(args: Sequence[str] | None = None) -> None:
+    """``medres fit|validate|test|predict …``; ``args=None`` reads ``sys.argv``."""
+    MedresCLI(
+        MultiLabelDetection,
+        DicomDataModule,
+        save_config_callback=MLflowSaveConfig,
+        save_config_kwargs={"save_to_log_dir": False},
+        trainer_defaults={
+            "logger": lazy_instance(MLflowLogger, experiment_name="medres"),
+            "default_root_dir": "medres_work",
+        },
+        seed_everything_default=0,
+        parser_kwargs={"exit_on_error": False},
+        args=None if args is None else list(args),
+    )
+
+
+# ---- commands beside the trainer ---------------------------------------------------------------
+def synth_chest_xray_command(out: Path, patients: int = 150, seed: int = 0, image_size: int = 320) -> None:
+    """Write a synthetic chest X-ray DICOM archive with labels.csv.
+
+    Args:
+        out: Empty or new folder for the archive.
+        patients: Number of patients.
+        seed: Same seed, same bytes.
+        image_size: Approximate rows/columns of each image.
+    """
+    from medres.data.synthetic import synth_chest_xray
+
+    summary = synth_chest_xray(out, patients=patients, seed=seed, image_size=image_size)
+    print(
+        f"wrote {summary.instances} instance(s) in {summary.studies} studies of {summary.patients} patients "
+        f"to {summary.root}; labels: {summary.labels_csv}"
+    )
+
+
+def index_command(archive: Path, out: Path, num_workers: int = 0) -> None:
+    """Index an archive header-only into a manifest Parquet file (errors beside it).
+
+    Args:
+        archive: Folder to index.
+        out: Manifest Parquet file.
+        num_workers: Worker processes (0: this process).
+    """
+    from medres.data.datamodule import patient_key_salt
+    from medres.data.manifest import index_archive, write_manifest
+
+    manifest, errors = index_archive(archive, salt=patient_key_salt(), num_workers=num_workers, progress=True)
+    write_manifest(manifest, out)
+    errors_path = out.with_suffix(".errors.parquet")
+    errors.to_parquet(errors_path, index=False)
+    print(f"indexed {len(manifest)} DICOM instance(s) → {out}; {len(errors)} file(s) → {errors_path}")
+
+
+def score_command(
+    model: str,
+    input: Path,
+    output: Path,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    accelerator: str = "auto",
+    precision: str = "32-true",
+) -> None:
+    """Score every file under a folder with a registered model or a checkpoint.
+
+    Args:
+        model: models:/NAME/VERSION, models:/NAME/latest, models:/NAME@ALIAS or a .ckpt path.
+        input: Folder to score.
+        output: Predictions Parquet file; the error ledger goes beside it (.errors.parquet).
+        batch_size: Images per forward pass.
+        num_workers: Decoding worker processes.
+        accelerator: Lightning accelerator (auto, cpu, gpu).
+        precision: Lightning precision (32-true, bf16-mixed, 16-mixed).
+    """
+    from medres.scoring.score import score_archive
+
+    summary = score_archive(
+        model,
+        input,
+        output,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        accelerator=accelerator,
+        precision=precision,
+    )
+    print(summary.line())
+
+
+def _synth(args: Sequence[str]) -> None:
+    parser = ArgumentParser(prog="medres synth", description="Write a synthetic DICOM archive.", exit_on_error=False)
+    subcommands = parser.add_subcommands(required=True, dest="kind")
+    chest = ArgumentParser(exit_on_error=False)
+    chest.add_function_arguments(synth_chest_xray_command)
+    subcommands.add_subcommand("chest-xray", chest, help="Chest radiographs (CR/DX) with four findings.")
+    config = parser.parse_args(list(args))
+    synth_chest_xray_command(**config[config.kind].as_dict())
+
+
+def _function_command(function: Callable[..., None], prog: str) -> Callable[[Sequence[str]], None]:
+    def run(args: Sequence[str]) -> None:
+        parser = ArgumentParser(prog=prog, description=(function.__doc__ or "").splitlines()[0], exit_on_error=False)
+        parser.add_function_arguments(function, as_positional=False)
+        config = parser.parse_args(list(args))
+        function(**{k: v for k, v in config.as_dict().items() if k != "config"})
+
+    return run
+
+
+def _index(args: Sequence[str]) -> None:
+    parser = ArgumentParser(prog="medres index", description="Header-only archive index.", exit_on_error=False)
+    parser.add_argument("archive", type=Path, help="Folder to index.")
+    parser.add_argument("--out", type=Path, required=True, help="Manifest Parquet file.")
+    parser.add_argument("--num_workers", type=int, default=0, help="Worker processes.")
+    config = parser.parse_args(list(args))
+    index_command(config.archive, config.out, config.num_workers)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
+    "synth": _synth,
+    "index": _index,
+    "score": _function_command(score_command, "medres score"),
+}
+
+USAGE = """usage: medres COMMAND [options]
+
+Train residual networks on DICOM archives, track them in MLflow, score archives.
+
+commands:
+  fit | validate | test | predict   Lightning trainer commands (--config FILE ..., --print_config, --help)
+  synth chest-xray                  write a synthetic chest X-ray archive
+  index ARCHIVE --out FILE          header-only manifest of an archive
+  score --model M --input DIR --output FILE   score every file under DIR
+
+Run `medres COMMAND --help` for a command's options.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Dispatch ``medres COMMAND``; errors in arguments or configs exit 2 with one line naming the problem."""
+    from_command_line = argv is None
+    args = list(sys.argv[1:] if argv is None else argv)
+    disable_telemetry()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return
+    command, rest = args[0], args[1:]
+    try:
+        if command in TRAINER_SUBCOMMANDS:
+            run_trainer_cli(None if from_command_line else args)
+        elif command in COMMANDS:
+            COMMANDS[command](rest)
+        else:
+            raise _UsageError(f"unknown command {command!r}; expected one of {[*TRAINER_SUBCOMMANDS, *COMMANDS]}")
+    except (_UsageError, ArgumentError, ValueError, FileNotFoundError) as err:
+        # Bad input names the file or setting in one line; MEDRES_DEBUG=1 shows the traceback instead.
+        if os.environ.get("MEDRES_DEBUG"):
+            raise
+        _die(command, err)
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _die(command: str, err: BaseException) -> None:
+    message = " ".join(str(err).split())  # one line, however the library formatted it
+    print(f"medres {command}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()
