@@ -199,7 +199,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from_command_line = argv is None
     args = list(sys.argv[1:] if argv is None else argv)
     disable_telemetry()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # INFO for medres's own messages only: codec libraries log every tile at INFO.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("medres").setLevel(logging.INFO)
     if not args or args[0] in ("-h", "--help"):
         print(USAGE, end="")
         return

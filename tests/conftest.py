@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pydicom
 import pytest
 import torch
@@ -69,3 +71,30 @@ def add_broken_files(root: Path) -> tuple[Path, Path]:
     truncated.parent.mkdir()
     truncated.write_bytes(source[: len(source) // 2])
     return junk, truncated
+
+
+def find_identifying(values: set[str], places: list[Path], texts: list[str], scratch: Path) -> list[str]:
+    """Every ``file:value`` where an identifying value occurs as a whole word in files, Parquet cells or texts.
+
+    grep -F matches all values in one pass (a multi-pattern search), fast enough for checkpoints of
+    tens of MB; Parquet is compressed, so its cells are checked as CSV text.
+    """
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / "values.txt").write_text("\n".join(sorted(values)) + "\n")
+    targets: list[str] = []
+    for place in places:
+        for path in [place] if place.is_file() else sorted(place.rglob("*")):
+            if path.suffix == ".parquet":
+                csv = scratch / f"{len(targets)}-{path.name}.csv"
+                pd.read_parquet(path).astype(str).to_csv(csv)
+                targets.append(str(csv))
+            elif path.is_file():
+                targets.append(str(path))
+    for i, text in enumerate(texts):
+        (scratch / f"text-{i}.txt").write_text(text)
+        targets.append(str(scratch / f"text-{i}.txt"))
+    result = subprocess.run(
+        ["grep", "-HFwao", "-f", str(scratch / "values.txt"), *targets], capture_output=True, text=True, check=False
+    )
+    assert result.returncode in (0, 1), result.stderr  # 1: no match
+    return result.stdout.splitlines()

@@ -4,7 +4,6 @@ Runs the real CLI in subprocesses with a real SQLite MLflow store, as a user wou
 """
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from .conftest import add_broken_files, dicom_files, identifying_values
+from .conftest import add_broken_files, dicom_files, find_identifying, identifying_values
 
 pytestmark = pytest.mark.slow
 
@@ -148,18 +147,18 @@ def test_score_every_file_once_and_nothing_identifying(fitted, tiny_archive, arc
     # Privacy: no identifying value anywhere in the store, artifacts, work files, outputs or logs.
     secrets = identifying_values(tiny_archive)
     assert len(secrets) > 10
-    texts = [fitted["logs"], result.stdout, result.stderr]
-    texts += [df.astype(str).to_csv() for df in (predictions, errors)]
-    for folder in (fitted["work"], output.parent):
-        for path in folder.rglob("*"):
-            if path.is_file() and path.suffix != ".parquet":
-                texts.append(path.read_bytes().decode("latin-1"))
-            elif path.suffix == ".parquet":
-                texts.append(pd.read_parquet(path).astype(str).to_csv())
-    for secret in secrets:
-        pattern = re.compile(rf"(?<![0-9A-Za-z]){re.escape(secret)}(?![0-9A-Za-z])")
-        for text in texts:
-            assert not pattern.search(text), f"identifying value {secret!r} leaked"
+    leaks = find_identifying(
+        secrets,
+        [fitted["work"], output.parent],
+        [fitted["logs"], result.stdout, result.stderr],
+        tmp_path / "scan",
+    )
+    assert leaks == []
+    # and the scan does find a value where one is
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    predictions.assign(note=sorted(secrets)[0]).to_parquet(planted / "leaky.parquet")
+    assert find_identifying(secrets, [planted], [], tmp_path / "scan2")
 
 
 def test_same_seed_same_split_and_metrics(tiny_archive, fitted, tmp_path):

@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import torch
 from monai.data import MetaTensor
 from torch.utils.data import Dataset
 
-from medres.data.dicom import DicomErrorKind, DicomReadError, read_header
+from medres.data.dicom import DicomErrorKind, DicomReadError
 from medres.data.transforms import IMAGE_KEY, Preprocessing, eval_transforms
 
 UID_KEYS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
@@ -33,11 +34,13 @@ def error_record(path: Path, relative_path: str, err: BaseException) -> dict[str
     kind = str(read_error.kind) if read_error is not None else PREPROCESSING_ERROR
     message = read_error.message if read_error is not None else f"{type(err).__name__}: {err}".splitlines()[0]
     uids: dict[str, str | None] = dict.fromkeys(UID_KEYS)
-    if read_error is None or read_error.kind not in (DicomErrorKind.NOT_DICOM, DicomErrorKind.TRUNCATED):
+    if read_error is None or read_error.kind != DicomErrorKind.NOT_DICOM:
+        # Plain pydicom, UIDs only: a file cut short in its pixel data still has a readable header,
+        # and its UIDs are what finds it again in the PACS.
         try:
-            header = read_header(path)
+            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(UID_KEYS))
             uids = {key: str(header[key].value) if key in header else None for key in UID_KEYS}
-        except DicomReadError:
+        except Exception:  # nothing readable: the path alone identifies the file
             pass
     return {"path": relative_path, **uids, "kind": kind, "message": message}
 
