@@ -9,7 +9,9 @@ from pathlib import Path
 import mlflow
 import pytorch_lightning as pl
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
 import medres
@@ -76,11 +78,13 @@ class RegisterModel(pl.Callback):
         if to_package is None:
             raise TypeError(f"{type(pl_module).__name__} has no to_package(); cannot register it")
         package: ModelPackage = to_package(training_config=_run_config(logger))
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""  # type: ignore[attr-defined]
+        callback = trainer.checkpoint_callback
+        best = callback.best_model_path if isinstance(callback, ModelCheckpoint) else ""
         if best:  # register the checkpoint that won on validation, not the last epoch's weights
             checkpoint = torch.load(best, map_location="cpu", weights_only=True)
             package.state_dict = backbone_state(checkpoint["state_dict"])
-        self.model_info = log_model_package(package, logger.run_id, logger._tracking_uri, self.model_name)
+        tracking_uri = logger.experiment.tracking_uri
+        self.model_info = log_model_package(package, logger.run_id, tracking_uri, self.model_name)
         log.info("registered %s version %s", self.model_name, self.model_info.registered_model_version)
 
 
@@ -90,5 +94,5 @@ def _run_config(logger: MLFlowLogger) -> str | None:
         return mlflow.artifacts.load_text(
             f"{logger.experiment.get_run(logger.run_id).info.artifact_uri}/{CONFIG_ARTIFACT}"
         )
-    except Exception:  # a fit started from Python, without the CLI, has no config artifact
+    except (MlflowException, OSError):  # a fit started from Python, without the CLI, has no config artifact
         return None
