@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from medres.data.datamodule import DicomDataModule
+from medres.scoring.prediction_writer import DetectionPredictionWriter
 from medres.tasks.detection import MultiLabelDetection
 from medres.tracking.config_logging import MLflowSaveConfig
 from medres.tracking.defaults import disable_telemetry
@@ -45,6 +46,7 @@ class MedresCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(RegisterModel, "register")
+        parser.add_lightning_class_args(DetectionPredictionWriter, "predictions")
 
     def after_fit(self) -> None:
         """Evaluate the best checkpoint on the test split (when there is one) into the same MLflow run."""

@@ -17,5 +17,6 @@ export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$PWD/mlflow.db}"
     --data.root cxr
 "$medres" score --model models:/chest_xray/latest --input cxr --output preds.parquet
 
-echo "Runs:        mlflow ui --backend-store-uri $MLFLOW_TRACKING_URI"
+mlflow="$(dirname "$(command -v "$medres")")/mlflow"
+echo "Runs:        $mlflow ui --backend-store-uri $MLFLOW_TRACKING_URI"
 echo "Predictions: $PWD/preds.parquet (errors: $PWD/preds.errors.parquet)"

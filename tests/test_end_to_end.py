@@ -173,3 +173,34 @@ def test_same_seed_same_split_and_metrics(tiny_archive, fitted, tmp_path):
     assert metrics[0].keys() == metrics[1].keys()
     for key, value in metrics[0].items():
         assert metrics[1][key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+
+
+def test_predict_writes_prediction_rows_for_the_test_split(fitted, tiny_archive):
+    work = fitted["work"]
+    checkpoint = next(work.glob("medres_work/*/*/checkpoints/best*.ckpt"))
+    output = work / "predict" / "test_split.parquet"
+    medres(
+        "predict",
+        "--config",
+        str(REPO / "configs/chest_xray.yaml"),
+        "--config",
+        str(REPO / "configs/profiles/cpu_demo.yaml"),
+        "--data.root",
+        str(tiny_archive),
+        *TINY,
+        "--ckpt_path",
+        str(checkpoint),
+        "--predictions.output",
+        str(output),
+        cwd=work,
+        env={"MLFLOW_TRACKING_URI": fitted["uri"]},
+    )
+    predictions = pd.read_parquet(output)
+    splits = pd.read_csv(next(work.glob("medres_work/*/splits.csv")))
+    manifest = pd.read_parquet(next(work.glob("medres_work/*/manifest.parquet")))
+    test_patients = set(splits.loc[splits["split"] == "test", "patient_key"])
+    expected = set(manifest.loc[manifest["patient_key"].isin(test_patients), "path"])
+    assert set(predictions["path"]) == expected and len(predictions) == len(expected)
+    assert predictions["prob_effusion"].between(0, 1).all()
+    assert (predictions["finding_effusion"] == (predictions["prob_effusion"] >= 0.5)).all()
+    assert set(predictions["model_name"]) == {checkpoint.stem}

@@ -21,7 +21,14 @@ from monai.data import DataLoader, Dataset
 
 from medres.data.manifest import index_archive, iter_archive_files, join_labels, read_manifest, write_manifest
 from medres.data.splits import load_or_create_splits
-from medres.data.transforms import IMAGE_KEY, Augmentation2D, Preprocessing, eval_transforms, train_transforms
+from medres.data.transforms import (
+    IDENTITY_COLUMNS,
+    IMAGE_KEY,
+    Augmentation2D,
+    Preprocessing,
+    eval_transforms,
+    train_transforms,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,16 +205,11 @@ class DicomDataModule(pl.LightningDataModule):
 
     def _records(self, rows: pd.DataFrame) -> list[dict[str, Any]]:
         labels = rows[self.findings].to_numpy(dtype="float32")
+        identities: list[dict[str, Any]] = rows[list(IDENTITY_COLUMNS)].to_dict("records")  # type: ignore[assignment]
+        # The image key starts as the absolute path and becomes the tensor; "path" stays relative.
         return [
-            {
-                IMAGE_KEY: str(self.root / rel_path),
-                "label": label,
-                "SOPInstanceUID": sop,
-                "StudyInstanceUID": study,
-            }
-            for rel_path, sop, study, label in zip(
-                rows["path"], rows["SOPInstanceUID"], rows["StudyInstanceUID"], labels, strict=True
-            )
+            {**identity, IMAGE_KEY: str(self.root / identity["path"]), "label": label}
+            for identity, label in zip(identities, labels, strict=True)
         ]
 
     def _split(self, split: str) -> Sequence[dict[str, Any]]:

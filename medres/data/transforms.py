@@ -32,6 +32,8 @@ from monai.utils import ImageMetaKey
 from medres.data.dicom import DicomReader
 
 IMAGE_KEY = "image"
+# What names a sample in results: its path (relative to the archive root) and UIDs, never patient data.
+IDENTITY_COLUMNS = ("path", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from monai.data import MetaTensor
 from torch.utils.data import Dataset
 
 from medres.data.dicom import DicomErrorKind, DicomReadError
-from medres.data.transforms import IMAGE_KEY, Preprocessing, eval_transforms
+from medres.data.transforms import IDENTITY_COLUMNS, IMAGE_KEY, Preprocessing, eval_transforms
 
-UID_KEYS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+UID_KEYS = IDENTITY_COLUMNS[1:]  # the UIDs, without the path
 PREPROCESSING_ERROR = "preprocessing_error"  # decoded, but the preprocessing pipeline failed on it
 
 

@@ -20,9 +20,9 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
 from medres.data.manifest import iter_archive_files
-from medres.package import ModelPackage, finding_column, probability_column
+from medres.package import ModelPackage
 from medres.scoring.dataset import ScoringDataset, collate_scoring
-from medres.scoring.writers import LEDGER_SCHEMA, ParquetStream, prediction_schema
+from medres.scoring.writers import LEDGER_SCHEMA, ParquetStream, prediction_rows, prediction_schema
 from medres.tracking.registry import ResolvedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,12 @@ class _ScoringModule(pl.LightningModule):
     def __init__(self, package: ModelPackage) -> None:
         super().__init__()
         self.network = package.build_model()
+        self.num_findings = len(package.findings)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         images = batch["image"]
-        probs = torch.sigmoid(self.network(images).float()) if len(batch["rows"]) else images.new_zeros((0,))
+        # (n_ok, F); a batch whose files all went to the ledger has no image to run
+        probs = torch.sigmoid(self.network(images).float()) if batch["rows"] else torch.zeros((0, self.num_findings))
         return {"probs": probs.cpu(), "rows": batch["rows"], "errors": batch["errors"]}
 
 
@@ -75,6 +77,7 @@ class _ParquetPredictionWriter(BasePredictionWriter):
         self.model = model
         self.predictions = predictions
         self.ledger = ledger
+        self.model_label = (model.name, model.version)
         self.error_kinds: Counter[str] = Counter()
 
     def write_on_batch_end(
@@ -88,17 +91,9 @@ class _ParquetPredictionWriter(BasePredictionWriter):
         dataloader_idx: int = 0,
     ) -> None:
         package = self.model.package
-        thresholds = torch.tensor(package.thresholds)
-        probs = prediction["probs"]
-        calls = probs >= thresholds if len(probs) else probs.bool()
-        rows = []
-        for i, row in enumerate(prediction["rows"]):
-            out = dict(row)
-            for j, finding in enumerate(package.findings):
-                out[probability_column(finding)] = float(probs[i, j])
-                out[finding_column(finding)] = bool(calls[i, j])
-            out["model_name"], out["model_version"] = self.model.name, self.model.version
-            rows.append(out)
+        rows = prediction_rows(
+            prediction["rows"], prediction["probs"], package.findings, package.thresholds, *self.model_label
+        )
         self.predictions.write(rows)
         self.ledger.write(prediction["errors"])
         self.error_kinds.update(error["kind"] for error in prediction["errors"])

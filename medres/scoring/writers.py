@@ -10,7 +10,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
+from medres.data.transforms import IDENTITY_COLUMNS
 from medres.package import finding_column, probability_column
 
 LEDGER_SCHEMA = pa.schema(
@@ -30,16 +32,41 @@ def prediction_schema(findings: Sequence[str]) -> pa.Schema:
 
     No patient-identifying column exists here by construction.
     """
-    fields = [
-        ("path", pa.string()),
-        ("SOPInstanceUID", pa.string()),
-        ("SeriesInstanceUID", pa.string()),
-        ("StudyInstanceUID", pa.string()),
-    ]
+    fields = [(name, pa.string()) for name in IDENTITY_COLUMNS]
     fields += [(probability_column(f), pa.float32()) for f in findings]
     fields += [(finding_column(f), pa.bool_()) for f in findings]
     fields += [("model_name", pa.string()), ("model_version", pa.string())]
     return pa.schema(fields)
+
+
+def prediction_rows(
+    identities: Sequence[dict[str, Any]],
+    probabilities: torch.Tensor,
+    findings: Sequence[str],
+    thresholds: Sequence[float],
+    model_name: str,
+    model_version: str,
+) -> list[dict[str, Any]]:
+    """Prediction rows (see :func:`prediction_schema`) for one batch.
+
+    Args:
+        identities: Per image: ``path`` and the three UIDs.
+        probabilities: (N, F) probabilities, in ``findings`` order.
+        findings: Label names.
+        thresholds: Operating threshold per finding.
+        model_name: Registered name (or checkpoint file name).
+        model_version: Registry version (or ``checkpoint``).
+    """
+    calls = probabilities >= torch.tensor(list(thresholds), dtype=probabilities.dtype)
+    rows = []
+    for i, identity in enumerate(identities):
+        row = {key: identity.get(key) for key in IDENTITY_COLUMNS}
+        for j, finding in enumerate(findings):
+            row[probability_column(finding)] = float(probabilities[i, j])
+            row[finding_column(finding)] = bool(calls[i, j])
+        row["model_name"], row["model_version"] = model_name, model_version
+        rows.append(row)
+    return rows
 
 
 class ParquetStream:
