@@ -162,7 +162,7 @@ def _function_command(function: Callable[..., None], prog: str) -> Callable[[Seq
         parser = ArgumentParser(prog=prog, description=(function.__doc__ or "").splitlines()[0], exit_on_error=False)
         parser.add_function_arguments(function, as_positional=False)
         config = parser.parse_args(list(args))
-        function(**{k: v for k, v in config.as_dict().items() if k != "config"})
+        function(**config.as_dict())
 
     return run
 

@@ -150,10 +150,10 @@ class ModelPackage:
     @classmethod
     def from_checkpoint(cls, path: Path) -> ModelPackage:
         """Read the package embedded in a medres Lightning checkpoint, without unpickling code."""
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such checkpoint file")
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise
         except Exception as err:  # torch raises several types for files that are not safe checkpoints
             raise PackageError(f"{path}: cannot read as a checkpoint with weights_only=True: {err}") from err
         if CHECKPOINT_KEY not in checkpoint:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ class ScoreSummary:
     output: Path
     errors_path: Path
     seconds: float
-    model: str = field(default="")
+    model: str = ""
 
     def line(self) -> str:
         """One human line for the terminal."""
