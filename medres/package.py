@@ -20,7 +20,7 @@ from torch import nn
 
 import medres
 from medres.data.transforms import Preprocessing
-from medres.models import create_model, is_model
+from medres.models.registry import backbone_class_spec, create_backbone, import_module_class, is_model
 
 FORMAT_VERSION = 1
 CONTRACT_FILE = "package.json"
@@ -48,7 +48,8 @@ class ModelPackage:
     """A trained diagnostic-detection model and its contract.
 
     Args:
-        backbone: Registered model name (see ``medres.models.list_models``).
+        backbone: Registered model name (see ``medres.models.list_models``), or ``{"class_path", "init_args"}`` of
+            any ``torch.nn.Module`` class.
         backbone_args: Extra keyword arguments the backbone was built with.
         findings: Label names, in output order.
         preprocessing: The exact preprocessing the network was trained on.
@@ -58,7 +59,7 @@ class ModelPackage:
         training_config: The resolved training config (YAML text), for provenance.
     """
 
-    backbone: str
+    backbone: str | dict[str, Any]
     backbone_args: dict[str, Any]
     findings: list[str]
     preprocessing: Preprocessing
@@ -101,14 +102,23 @@ class ModelPackage:
         missing = [k for k in ("backbone", "findings", "preprocessing", "thresholds") if k not in contract]
         if missing:
             raise PackageError(f"{source}: model package lacks {missing}")
-        if not is_model(contract["backbone"]):
-            raise PackageError(f"{source}: backbone {contract['backbone']!r} is not a registered medres model")
+        backbone = contract["backbone"]
+        if isinstance(backbone, str):
+            if not is_model(backbone):
+                raise PackageError(f"{source}: backbone {backbone!r} is not a registered medres model")
+        else:
+            # A class_path backbone is rebuilt by importing an installed nn.Module class: nothing is unpickled and
+            # nothing but a module class can be named.
+            try:
+                import_module_class(backbone_class_spec(backbone)[0])
+            except (ValueError, AttributeError) as err:
+                raise PackageError(f"{source}: {err}") from err
         try:
             preprocessing = Preprocessing.from_dict(contract["preprocessing"])
         except (TypeError, ValueError) as err:
             raise PackageError(f"{source}: {err}") from err
         return cls(
-            backbone=contract["backbone"],
+            backbone=backbone if isinstance(backbone, str) else dict(backbone),
             backbone_args=dict(contract.get("backbone_args") or {}),
             findings=list(contract["findings"]),
             preprocessing=preprocessing,
@@ -167,13 +177,13 @@ def backbone_state(module_state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 def build_backbone(
-    backbone: str, backbone_args: dict[str, Any], preprocessing: Preprocessing, num_classes: int
+    backbone: str | dict[str, Any], backbone_args: dict[str, Any], preprocessing: Preprocessing, num_classes: int
 ) -> nn.Module:
-    """Create a registered backbone sized for the preprocessing (dims, channels) and the number of findings."""
-    return create_model(
+    """Create the backbone sized for the preprocessing (dims, channels) and the number of findings."""
+    return create_backbone(
         backbone,
         spatial_dims=preprocessing.spatial_dims,
         in_channels=preprocessing.in_channels,
         num_classes=num_classes,
-        **backbone_args,
+        overrides=backbone_args,
     )

@@ -3,9 +3,13 @@ import sys
 
 import pydicom
 import pytest
+import torch
 import yaml
 
-from medres.cli import main
+from medres.cli import MedresCLI, main
+from medres.data.datamodule import DicomDataModule
+from medres.models import create_model
+from medres.tasks.detection import MultiLabelDetection
 
 from .conftest import dicom_files
 
@@ -109,3 +113,75 @@ def test_score_with_missing_checkpoint_is_one_line(tmp_path):
     result = run_medres("score", "--model", str(tmp_path / "nope.ckpt"), "--input", str(tmp_path), "--output", "x")
     assert result.returncode == 2
     assert "nope.ckpt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def build_cli(monkeypatch, *args: str) -> MedresCLI:
+    monkeypatch.setattr(sys, "argv", ["medres"])  # the arguments come from ``args`` only
+    return MedresCLI(
+        MultiLabelDetection,
+        DicomDataModule,
+        run=False,
+        args=[
+            "--config",
+            "configs/chest_xray.yaml",
+            "--trainer.logger",
+            "false",
+            "--trainer.accelerator",
+            "cpu",
+            *args,
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "backbone_type"),
+    [
+        ("configs/backbones/resnet50_d.yaml", "ResNet"),
+        ("configs/backbones/monai_densenet121.yaml", "DenseNet121"),
+    ],
+)
+def test_backbone_configs_build_their_backbone(monkeypatch, tmp_path, config, backbone_type):
+    cli = build_cli(monkeypatch, "--config", config, "--data.root", str(tmp_path))
+    backbone = cli.model.backbone
+    assert type(backbone).__name__ == backbone_type
+    if backbone_type == "ResNet":  # the registered name with its overrides
+        assert backbone.avg_down and backbone.grad_checkpointing
+        assert backbone.blocks()[-1].drop_path.drop_prob == pytest.approx(0.1)
+    with torch.no_grad():
+        assert cli.model.eval()(torch.randn(2, 1, 64, 64)).shape == (2, 4)  # 1 channel in, one output per finding
+
+
+def test_backbone_class_path_on_the_command_line(tmp_path):
+    result = run_medres(
+        "fit",
+        "--config",
+        "configs/chest_xray.yaml",
+        "--data.root",
+        str(tmp_path),
+        "--print_config",
+        "--model.backbone",
+        '{"class_path": "monai.networks.nets.DenseNet121", "init_args": {"dropout_prob": 0.2}}',
+        "--model.backbone_args",
+        "{}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["model"]["backbone"]["class_path"] == "monai.networks.nets.DenseNet121"
+
+
+def test_torchvision_init_config_loads_a_local_checkpoint(monkeypatch, tmp_path):
+    # Our resnet50 state dict has torchvision's exact layout (tests/models), so it stands in for the real file.
+    imagenet = create_model("resnet50", in_channels=3, num_classes=1000)
+    torch.save(imagenet.state_dict(), tmp_path / "resnet50-imagenet.pth")
+    cli = build_cli(
+        monkeypatch,
+        "--config",
+        "configs/backbones/resnet50_torchvision_init.yaml",
+        "--data.root",
+        str(tmp_path),
+        "--model.pretrained",
+        str(tmp_path / "resnet50-imagenet.pth"),
+    )
+    backbone = cli.model.backbone
+    torch.testing.assert_close(backbone.conv1.weight, imagenet.conv1.weight.sum(dim=1, keepdim=True))
+    assert torch.equal(backbone.layer4[2].conv3.weight, imagenet.layer4[2].conv3.weight)
+    assert backbone.fc.out_features == 4  # the ImageNet head is left out

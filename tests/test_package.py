@@ -56,3 +56,21 @@ def test_checkpoint_without_medres_entry_is_refused(tmp_path):
     torch.save({"state_dict": {}}, path)
     with pytest.raises(PackageError, match="not a medres checkpoint"):
         ModelPackage.from_checkpoint(path)
+
+
+def test_class_path_backbone_round_trips_through_the_package(tmp_path):
+    backbone = {"class_path": "monai.networks.nets.DenseNet121", "init_args": {"dropout_prob": 0.0}}
+    module = MultiLabelDetection(["x", "y"], Preprocessing(spatial_size=(32, 32)), backbone=backbone).eval()
+    directory = module.to_package().save(tmp_path / "pkg")
+    assert json.loads((directory / "package.json").read_text())["backbone"] == backbone
+    rebuilt = ModelPackage.load(directory).build_model()
+    images = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(images), module(images))
+
+
+def test_package_refuses_a_class_path_that_is_not_a_module_class(tmp_path):
+    directory = saved_package(tmp_path)
+    edit_contract(directory, backbone={"class_path": "subprocess.Popen", "init_args": {"args": ["true"]}})
+    with pytest.raises(PackageError, match="not a torch.nn.Module class"):
+        ModelPackage.load(directory)

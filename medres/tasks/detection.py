@@ -12,6 +12,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 import medres
 from medres.data.transforms import Preprocessing
+from medres.models.weights import load_pretrained
 from medres.package import CHECKPOINT_KEY, ModelPackage, build_backbone
 from medres.tasks.losses import UncertainPolicy, masked_bce_with_logits, resolve_labels
 
@@ -47,8 +48,13 @@ class MultiLabelDetection(pl.LightningModule):
     Args:
         findings: Label names in output order (linked from the data module's ``findings``).
         preprocessing: The data module's preprocessing (linked); saved into checkpoints and packages.
-        backbone: Registered model name from ``medres.models``.
-        backbone_args: Extra keyword arguments for the backbone (e.g. ``drop_path_rate``).
+        backbone: Registered model name from ``medres.models`` (``resnet50``, ``preact_resnet164``, ...), or any
+            ``torch.nn.Module`` class as ``{"class_path": ..., "init_args": {...}}`` (a MONAI network, say); its
+            spatial_dims, input channels and outputs are filled in from the data where the config leaves them out.
+        backbone_args: Overrides for the backbone's arguments (e.g. ``drop_path_rate``, ``shortcut``).
+        pretrained: Local file to initialise the backbone from (torchvision or MedicalNet layout, a medres package
+            folder or checkpoint); see ``medres.models.weights.load_pretrained``. Never a URL.
+        pretrained_layout: Layout of ``pretrained``; ``auto`` recognises it from the keys.
         uncertain_policy: ``ignore``, ``positive`` or ``negative`` for -1 labels.
         pos_weight: Optional weight of positives per finding in the loss (imbalance).
         thresholds: Operating threshold per finding for the packaged model (default 0.5 each).
@@ -62,8 +68,10 @@ class MultiLabelDetection(pl.LightningModule):
         self,
         findings: list[str],
         preprocessing: Preprocessing | None = None,
-        backbone: str = "resnet50",
+        backbone: str | dict[str, Any] = "resnet50",
         backbone_args: dict[str, Any] | None = None,
+        pretrained: str | None = None,
+        pretrained_layout: Literal["auto", "torchvision", "medicalnet", "medres"] = "auto",
         uncertain_policy: Literal["ignore", "positive", "negative"] = "ignore",
         pos_weight: list[float] | None = None,
         thresholds: list[float] | None = None,
@@ -86,6 +94,9 @@ class MultiLabelDetection(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.backbone = build_backbone(backbone, self.backbone_args, self.preprocessing, len(findings))
+        if pretrained is not None:
+            # Before training, never when scoring: packages and checkpoints carry the trained weights themselves.
+            load_pretrained(self.backbone, pretrained, layout=pretrained_layout)
         self.register_buffer(
             "pos_weight", torch.tensor(pos_weight, dtype=torch.float32) if pos_weight is not None else None
         )
@@ -110,6 +121,12 @@ class MultiLabelDetection(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, *spatial) images → (N, F) logits."""
         logits: torch.Tensor = self.backbone(images)
+        if logits.ndim != 2 or logits.shape[1] != len(self.findings):
+            # A class_path backbone may ignore the sizing medres fills in; say so instead of a loss shape error.
+            raise ValueError(
+                f"backbone {self.backbone_name!r} returns shape {tuple(logits.shape)}, expected (N, "
+                f"{len(self.findings)}) for findings {self.findings}"
+            )
         return logits
 
     # ---- training --------------------------------------------------------------------------

@@ -59,3 +59,26 @@ def test_checkpoint_hyperparameters_are_plain_values():
     # weights_only loading needs every hparam to be a plain Python value, not a dataclass or callable.
     for value in module.hparams.values():
         assert isinstance(value, (str, int, float, list, dict, type(None)))
+
+
+def test_backbone_with_the_wrong_output_size_is_named():
+    backbone = {"class_path": "monai.networks.nets.DenseNet121", "init_args": {"out_channels": 7}}
+    module = MultiLabelDetection(FINDINGS, PRE, backbone=backbone)
+    with pytest.raises(ValueError, match=r"expected \(N, 3\)"):
+        module(torch.randn(2, 1, 32, 32))
+
+
+def test_pretrained_initialises_the_backbone_but_keeps_the_head_sized_to_the_findings(tmp_path):
+    source = MultiLabelDetection(["x", "y", "z", "w"], PRE, backbone="resnet18")
+    directory = source.to_package().save(tmp_path / "pkg")
+    module = tiny_module(pretrained=str(directory))  # 3 findings: the 4-output head does not fit and is not loaded
+    for key, value in source.backbone.state_dict().items():
+        if not key.startswith("fc."):
+            assert torch.equal(module.backbone.state_dict()[key], value), key
+    assert module.backbone.fc.out_features == 3
+    assert "pretrained" not in module.to_package().contract()  # scoring never reads the initialisation file
+
+
+def test_missing_pretrained_file_is_named(tmp_path):
+    with pytest.raises(ValueError, match="nowhere.pth"):
+        tiny_module(pretrained=str(tmp_path / "nowhere.pth"))
