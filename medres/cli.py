@@ -1,4 +1,4 @@
-"""``medres`` entry point: LightningCLI for fit/validate/test/predict, plus synth, index and score.
+"""``medres`` entry point: LightningCLI for fit/validate/test/predict, plus synth, index, score and reports.
 
 Every command is a thin layer over a function of the Python API; configuration flows through
 LightningCLI YAML (``--config`` files merge in order) into typed ``__init__`` arguments.
@@ -147,6 +147,28 @@ def score_command(
     print(summary.line())
 
 
+def report_degradation_command(
+    experiment: str = "degradation",
+    out: Path = Path("docs/degradation"),
+    networks: list[str] | None = None,
+    tracking_uri: str | None = None,
+) -> None:
+    """Report the degradation experiment: table, training curves and verdict from its MLflow runs.
+
+    Args:
+        experiment: MLflow experiment holding the fits.
+        out: Folder for README.md and training_curves.png.
+        networks: Two plain and two residual backbones of two depths (default plain20 plain56 resnet20 resnet56).
+        tracking_uri: MLflow store; default MLFLOW_TRACKING_URI, else ./mlflow.db.
+    """
+    from medres.tracking.degradation import DEFAULT_NETWORKS, report_degradation
+
+    report = report_degradation(experiment, out, networks or DEFAULT_NETWORKS, tracking_uri)
+    print(f"wrote {report.readme} and {report.plot}; logged to run {report.report_run_id}")
+    print("effect holds" if report.verdict.holds else "effect does NOT hold", end=": ")
+    print(f"plain gap {report.verdict.plain_gap:+.4f}, residual gap {report.verdict.residual_gap:+.4f}")
+
+
 def _synth(args: Sequence[str]) -> None:
     parser = ArgumentParser(prog="medres synth", description="Write a synthetic DICOM archive.", exit_on_error=False)
     subcommands = parser.add_subcommands(required=True, dest="kind")
@@ -180,6 +202,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "synth": _synth,
     "index": _index,
     "score": _function_command(score_command, "medres score"),
+    "report-degradation": _function_command(report_degradation_command, "medres report-degradation"),
 }
 
 USAGE = """usage: medres COMMAND [options]
@@ -191,6 +214,7 @@ commands:
   synth chest-xray                  write a synthetic chest X-ray archive
   index ARCHIVE --out FILE          header-only manifest of an archive
   score --model M --input DIR --output FILE   score every file under DIR
+  report-degradation --experiment E --out DIR  table, curves and verdict of the degradation experiment
 
 Run `medres COMMAND --help` for a command's options.
 """
