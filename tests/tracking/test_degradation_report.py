@@ -18,6 +18,7 @@ from medres.tracking.degradation import (
     README_NAME,
     REPORT_ROLE,
     ROLE_TAG,
+    NetworkRun,
     report_degradation,
 )
 
@@ -169,3 +170,12 @@ def test_cli_reports_and_refuses_in_one_line(store, tmp_path, capsys):
     main(["report-degradation", "--experiment", "degradation", "--out", str(tmp_path / "docs")])
     assert "effect holds" in capsys.readouterr().out
     assert (tmp_path / "docs" / README_NAME).is_file() and (tmp_path / "docs" / PLOT_NAME).is_file()
+
+
+def test_final_training_loss_averages_the_last_tenth_of_the_epochs():
+    losses = tuple((epoch, 1.0 / epoch) for epoch in range(1, 41))  # 40 epochs → the last 4 are averaged
+    run = NetworkRun("resnet20", 20, True, 1, losses, (), 1.0, "id")
+    assert run.final_epochs == 4
+    assert math.isclose(run.final_train_loss, (1 / 37 + 1 / 38 + 1 / 39 + 1 / 40) / 4)
+    short = NetworkRun("resnet20", 20, True, 1, losses[:3], (), 1.0, "id")
+    assert short.final_epochs == 1 and math.isclose(short.final_train_loss, 1 / 3)
