@@ -177,15 +177,16 @@ def test_unsupported_transfer_syntax(tmp_path: Path, image: np.ndarray) -> None:
     assert err.value.kind == DicomErrorKind.UNSUPPORTED_CODEC
 
 
-def test_colour_is_unsupported_image(tmp_path: Path) -> None:
-    rgb = np.zeros((4, 4, 3), dtype=np.uint8)
+@pytest.mark.parametrize(("photometric", "samples"), [("CMYK", 4), ("HSV", 3), ("RGB", 1), ("SOMETHING", 1)])
+def test_unsupported_photometric_is_unsupported_image(tmp_path: Path, photometric: str, samples: int) -> None:
     ds = make_dataset(np.zeros((4, 4), dtype=np.uint16))
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = samples, photometric, 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
-    ds.PixelData = rgb.tobytes()
+    ds.PixelData = np.zeros((4, 4, samples), dtype=np.uint8).tobytes()
     with pytest.raises(DicomReadError) as err:
-        read_image(save(ds, tmp_path / "rgb.dcm"))
+        read_image(save(ds, tmp_path / "odd.dcm"))
     assert err.value.kind == DicomErrorKind.UNSUPPORTED_IMAGE
+    assert photometric in err.value.message
 
 
 def test_corrupt_codestream_is_decode_error(tmp_path: Path, image: np.ndarray) -> None:
