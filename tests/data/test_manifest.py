@@ -1,20 +1,42 @@
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from pydicom.data import get_testdata_files
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless, generate_uid
 
+from medres.cli import main
+from medres.data.dicom import DicomReadError
 from medres.data.manifest import (
     MANIFEST_COLUMNS,
+    MANIFEST_SCHEMA,
+    _GiveUpError,
+    _Parts,
+    _row_via_pydicom,
+    _row_via_scan,
+    errors_path_for,
     index_archive,
+    index_to_parquet,
     iter_archive_files,
     join_labels,
+    manifest_root,
     patient_key,
+    read_errors,
     read_manifest,
+    read_manifest_row,
     write_manifest,
 )
 
@@ -142,6 +164,188 @@ def test_empty_archive(tmp_path: Path) -> None:
     assert list(manifest.columns) == list(MANIFEST_COLUMNS)
     write_manifest(manifest, tmp_path / "m.parquet")
     assert read_manifest(tmp_path / "m.parquet").empty
+
+
+def ct_slice(z: float, number: int, *, implicit: bool = False) -> Dataset:
+    """A CT slice with the geometry columns set, and an undefined-length sequence before them."""
+    ds = make_dataset("PATIENT-CT", "1.2.3.7")
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.Modality = "CT"
+    del ds.ViewPosition
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    item = Dataset()
+    item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    item.ReferencedSOPInstanceUID = generate_uid()
+    ds.ReferencedImageSequence = [item]
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    ds.SliceThickness = 1.25
+    ds.SpacingBetweenSlices = 1.0
+    ds.InstanceNumber = number
+    ds.FrameOfReferenceUID = "1.2.3.7.1"
+    ds.ImagePositionPatient = [-100.0, -120.5, z]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    return ds
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+def test_geometry_columns(tmp_path: Path, implicit: bool) -> None:
+    ct_slice(-42.5, 7, implicit=implicit).save_as(tmp_path / "ct.dcm", enforce_file_format=True)
+    fast = _row_via_scan(str(tmp_path / "ct.dcm"), "ct.dcm", SALT)  # the fast path reads it ...
+    assert fast == _row_via_pydicom(str(tmp_path / "ct.dcm"), "ct.dcm", SALT)  # ... exactly as pydicom does
+    manifest, errors = index_archive(tmp_path, SALT)
+    assert errors.empty
+    row = manifest.iloc[0]
+    assert row["ImageType"] == "ORIGINAL\\PRIMARY\\AXIAL"
+    assert (row["SliceThickness"], row["SpacingBetweenSlices"]) == (1.25, 1.0)
+    assert (row["InstanceNumber"], row["SamplesPerPixel"]) == (7, 1)
+    assert row["SOPClassUID"] == "1.2.840.10008.5.1.4.1.1.2"
+    assert row["FrameOfReferenceUID"] == "1.2.3.7.1"
+    assert list(row["ImagePositionPatient"]) == [-100.0, -120.5, -42.5]
+    assert row["TransferSyntaxUID"] == (ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian)
+    assert row["patient_key"] == patient_key("PATIENT-CT", SALT)
+    assert read_manifest_row(tmp_path / "ct.dcm", tmp_path, SALT) == dict(zip(MANIFEST_COLUMNS, fast, strict=True))
+
+
+def test_fast_header_path_agrees_with_pydicom_on_pydicom_test_files() -> None:
+    """Wherever the fast path reads a file, pydicom (the reference) reads the same row."""
+    fast = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about its deliberately broken test files
+        for path in get_testdata_files():
+            try:
+                row = _row_via_scan(path, "x", SALT)
+            except (_GiveUpError, OSError):
+                continue
+            fast += 1
+            try:
+                reference = _row_via_pydicom(path, "x", SALT)
+            except DicomReadError as exc:
+                pytest.fail(f"fast path read {path}, pydicom says {exc.kind}: {exc.message}")
+            assert row == reference, path
+    assert fast >= 50  # most of them take the fast path
+
+
+def test_read_manifest_fills_columns_added_later(tmp_path: Path) -> None:
+    old_schema = pa.schema([f for f in MANIFEST_SCHEMA if f.name not in ("ImageType", "SOPClassUID")])
+    pq.write_table(pa.Table.from_pylist([{"path": "a.dcm", "Rows": 3}], schema=old_schema), tmp_path / "m.parquet")
+    back = read_manifest(tmp_path / "m.parquet")
+    assert list(back.columns) == list(MANIFEST_COLUMNS)
+    assert back.loc[0, "Rows"] == 3 and pd.isna(back.loc[0, "ImageType"]) and pd.isna(back.loc[0, "SOPClassUID"])
+
+
+def all_paths(root: Path) -> list[str]:
+    return [p.relative_to(root).as_posix() for p in iter_archive_files(root)]
+
+
+def test_index_to_parquet_streams_parts_into_one_file(archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "manifest.parquet"
+    summary = index_to_parquet(archive, out, SALT, part_rows=2)
+    assert (summary.images, summary.errors, summary.resumed) == (3, 4, 0)
+    assert summary.error_kinds == {"not_dicom": 2, "truncated": 1, "no_pixel_data": 1}
+    assert summary.errors_path == tmp_path / "out" / "manifest.errors.parquet" == errors_path_for(out)
+    assert not (tmp_path / "out" / ".manifest.parquet.parts").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.errors.parquet", "manifest.parquet"]
+    assert pq.ParquetFile(out).metadata.num_row_groups == 2  # parts of ≤2 rows regrouped into groups of ≥2
+    assert manifest_root(out) == archive.resolve()
+    manifest, errors = read_manifest(out), read_errors(summary.errors_path)
+    in_memory, in_memory_errors = index_archive(archive, SALT)
+    pd.testing.assert_frame_equal(manifest, in_memory)
+    pd.testing.assert_frame_equal(errors, in_memory_errors)
+    assert manifest["path"].tolist() + errors["path"].tolist() != []
+    assert sorted(manifest["path"].tolist() + errors["path"].tolist()) == sorted(all_paths(archive))
+    assert "3 image(s)" in summary.line() and "not_dicom 2" in summary.line()
+
+
+def test_outputs_inside_the_archive_are_not_indexed(archive: Path) -> None:
+    out = archive / "index" / "manifest.parquet"
+    first = index_to_parquet(archive, out, SALT)
+    second = index_to_parquet(archive, out, SALT)
+    assert (first.images, first.errors) == (second.images, second.errors) == (3, 4)
+    assert not read_errors(second.errors_path)["path"].str.startswith("index/").any()
+
+
+def test_resume_refuses_parts_of_another_archive(archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "manifest.parquet"
+    other = tmp_path / "other"
+    other.mkdir()
+    _Parts(out, other, SALT, resume=True)  # what a run on `other` killed before its first part leaves
+    with pytest.raises(ValueError, match="another archive or salt; rerun with --no-resume"):
+        index_to_parquet(archive, out, SALT)
+    with pytest.raises(ValueError, match="another archive or salt"):
+        index_to_parquet(other, out, "another salt")
+    assert index_to_parquet(archive, out, SALT, resume=False).images == 3
+
+
+def write_many(root: Path, n: int) -> None:
+    """``n`` files in folders of 50: mostly small images, every 10th a text file, one truncated image."""
+    template = make_dataset("PATIENT-MANY", "1.2.3.8", rows=4, cols=4)
+    for i in range(n):
+        folder = root / f"d{i // 50:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if i % 10 == 9:
+            (folder / f"f{i:04d}.txt").write_text(f"note {i}\n")
+            continue
+        template.SOPInstanceUID = template.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        template.InstanceNumber = i
+        template.save_as(folder / f"f{i:04d}.dcm", enforce_file_format=True)
+    whole = (root / "d00" / "f0000.dcm").read_bytes()
+    (root / "d00" / "f0000.dcm").write_bytes(whole[:-10])
+
+
+@pytest.mark.slow
+def test_index_resumes_after_kill_9(tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    write_many(root, 300)
+    reference = index_to_parquet(root, tmp_path / "reference.parquet", SALT)
+    assert (reference.images, reference.errors) == (269, 31)
+
+    # A real `kill -9` of a process in the middle of indexing (one part per file to have many commits).
+    out = tmp_path / "manifest.parquet"
+    parts = tmp_path / ".manifest.parquet.parts"
+    code = (
+        "import sys; from pathlib import Path; from medres.data.manifest import index_to_parquet; "
+        "index_to_parquet(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], part_rows=1)"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(root), str(out), SALT], env=env)
+    deadline = time.monotonic() + 120
+    try:
+        while len(list(parts.glob("*.manifest.parquet"))) < 20:
+            assert proc.poll() is None, "the index finished before it could be killed"
+            assert time.monotonic() < deadline, "no parts appeared"
+            time.sleep(0.002)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and parts.is_dir()
+    committed = sorted(parts.glob("*.manifest.parquet"))
+    assert 20 <= len(committed) < 300
+    # What a kill between the two renames of a part leaves: an errors half without its manifest half.
+    number = int(committed[-1].name[:6]) + 1
+    shutil.copy(parts / "000009.errors.parquet", parts / f"{number:06d}.errors.parquet")
+    (parts / f".{number:06d}.manifest.parquet.tmp").write_bytes(b"half a parquet file")
+
+    summary = index_to_parquet(root, out, SALT)  # the same command again
+    assert summary.resumed >= 20 and summary.files == 300
+    assert not parts.exists()
+    manifest, errors = read_manifest(out), read_errors(summary.errors_path)
+    pd.testing.assert_frame_equal(manifest, read_manifest(tmp_path / "reference.parquet"))
+    pd.testing.assert_frame_equal(errors, read_errors(reference.errors_path))
+    paths = manifest["path"].tolist() + errors["path"].tolist()
+    assert len(paths) == len(set(paths)) == 300 and set(paths) == set(all_paths(root))
+
+
+def test_index_command(archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m.parquet"
+    main(["index", str(archive), "--out", str(out), "--no-resume"])
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("indexed 7 file(s) in ") and f"3 image(s) → {out}" in line
+    assert "4 to the ledger (no_pixel_data 1, not_dicom 2, truncated 1)" in line
+    assert len(read_manifest(out)) == 3 and len(read_errors(tmp_path / "m.errors.parquet")) == 4
+    main(["index", str(archive), "--out", str(out), "--num_workers", "0"])  # nothing to resume: a fresh run
+    assert capsys.readouterr().out.startswith("indexed 7 file(s)")
 
 
 # -------------------------------------------------------------------------------------------- labels
