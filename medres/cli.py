@@ -1,4 +1,4 @@
-"""``medres`` entry point: LightningCLI for fit/validate/test/predict, plus synth, index, score and reports.
+"""``medres`` entry point: LightningCLI for fit/validate/test/predict, plus synth, index, qc, score and reports.
 
 Every command is a thin layer over a function of the Python API; configuration flows through
 LightningCLI YAML (``--config`` files merge in order) into typed ``__init__`` arguments.
@@ -13,7 +13,7 @@ from argparse import ArgumentError
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from jsonargparse import ArgumentParser, lazy_instance
+from jsonargparse import ActionYesNo, ArgumentParser, lazy_instance
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
@@ -36,6 +36,7 @@ class MedresCLI(LightningCLI):
         # The model's label names and preprocessing come from the data: declared once, saved with the model.
         parser.link_arguments("data.findings", "model.findings")
         parser.link_arguments("data.preprocessing", "model.preprocessing")
+        parser.link_arguments("data.selection", "model.selection")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -95,22 +96,72 @@ def synth_chest_xray_command(out: Path, patients: int = 150, seed: int = 0, imag
     )
 
 
-def index_command(archive: Path, out: Path, num_workers: int = 0) -> None:
-    """Index an archive header-only into a manifest Parquet file (errors beside it).
+def synth_ct_command(out: Path, patients: int = 100, seed: int = 0, slices: int = 32, size: int = 48) -> None:
+    """Write a synthetic chest CT DICOM archive (series in HU, lung masses and effusions) with labels.csv.
+
+    Args:
+        out: Empty or new folder for the archive.
+        patients: Number of patients.
+        seed: Same seed, same bytes.
+        slices: Nominal slices of each study's main axial series (±15 %).
+        size: Rows and columns of each axial image.
+    """
+    from medres.data.synthetic import synth_ct
+
+    summary = synth_ct(out, patients=patients, seed=seed, slices=slices, size=size)
+    print(
+        f"wrote {summary.instances} instance(s) in {summary.series} series of {summary.studies} studies of "
+        f"{summary.patients} patients to {summary.root}; labels: {summary.labels_csv}"
+    )
+
+
+def index_command(archive: Path, out: Path, num_workers: int = 0, resume: bool = True) -> None:
+    """Index an archive header-only into a manifest Parquet file (error ledger beside it), streaming.
 
     Args:
         archive: Folder to index.
-        out: Manifest Parquet file.
+        out: Manifest Parquet file; the ledger goes to <out stem>.errors.parquet.
         num_workers: Worker processes (0: this process).
+        resume: Continue an interrupted run of the same command (False: start over).
     """
     from medres.data.datamodule import patient_key_salt
-    from medres.data.manifest import index_archive, write_manifest
+    from medres.data.manifest import index_to_parquet
 
-    manifest, errors = index_archive(archive, salt=patient_key_salt(), num_workers=num_workers, progress=True)
-    write_manifest(manifest, out)
-    errors_path = out.with_suffix(".errors.parquet")
-    errors.to_parquet(errors_path, index=False)
-    print(f"indexed {len(manifest)} DICOM instance(s) → {out}; {len(errors)} file(s) → {errors_path}")
+    summary = index_to_parquet(
+        archive, out, salt=patient_key_salt(), num_workers=num_workers, resume=resume, progress=True
+    )
+    print(summary.line())
+
+
+def qc_command(
+    target: Path,
+    out: Path = Path("qc_report.csv"),
+    salt: str | None = None,
+    num_workers: int = 0,
+    root: Path | None = None,
+) -> None:
+    """Report, per series, what would go wrong in training or scoring (a table and a file).
+
+    Args:
+        target: Manifest Parquet file (its .errors.parquet ledger is used too) or an archive folder (indexed first).
+        out: Report file, .csv or .parquet.
+        salt: Patient-key salt for indexing a folder; default MEDRES_PATIENT_KEY_SALT.
+        num_workers: Index worker processes for a folder.
+        root: Archive root of a manifest; default the one the index recorded.
+    """
+    from rich.console import Console
+
+    from medres.data.datamodule import patient_key_salt
+    from medres.data.qc import qc_path, render_report, write_report
+
+    if Path(out).suffix.lower() not in (".csv", ".parquet"):
+        raise ValueError(f"--out {out}: the report is written as .csv or .parquet")
+    report = qc_path(target, salt or patient_key_salt(), num_workers=num_workers, root=root, progress=True)
+    write_report(report, out)
+    console = Console(width=None if sys.stdout.isatty() else 160)  # a pipe or file gets the full table
+    if len(report.rows):
+        console.print(*render_report(report))
+    print(f"{report.line()} → {out}")
 
 
 def score_command(
@@ -175,8 +226,12 @@ def _synth(args: Sequence[str]) -> None:
     chest = ArgumentParser(exit_on_error=False)
     chest.add_function_arguments(synth_chest_xray_command)
     subcommands.add_subcommand("chest-xray", chest, help="Chest radiographs (CR/DX) with four findings.")
+    ct = ArgumentParser(exit_on_error=False)
+    ct.add_function_arguments(synth_ct_command)
+    subcommands.add_subcommand("ct", ct, help="Chest CT series (HU, real geometry) with lung masses and effusions.")
     config = parser.parse_args(list(args))
-    synth_chest_xray_command(**config[config.kind].as_dict())
+    command = synth_ct_command if config.kind == "ct" else synth_chest_xray_command
+    command(**config[config.kind].as_dict())
 
 
 def _function_command(function: Callable[..., None], prog: str) -> Callable[[Sequence[str]], None]:
@@ -194,13 +249,28 @@ def _index(args: Sequence[str]) -> None:
     parser.add_argument("archive", type=Path, help="Folder to index.")
     parser.add_argument("--out", type=Path, required=True, help="Manifest Parquet file.")
     parser.add_argument("--num_workers", type=int, default=0, help="Worker processes.")
+    parser.add_argument(
+        "--resume", action=ActionYesNo(no_prefix="no-"), default=True, help="Continue an interrupted run."
+    )
     config = parser.parse_args(list(args))
-    index_command(config.archive, config.out, config.num_workers)
+    index_command(config.archive, config.out, config.num_workers, config.resume)
+
+
+def _qc(args: Sequence[str]) -> None:
+    parser = ArgumentParser(prog="medres qc", description="Per-series archive QC report.", exit_on_error=False)
+    parser.add_argument("target", type=Path, help="Manifest Parquet file or archive folder.")
+    parser.add_argument("--out", type=Path, default=Path("qc_report.csv"), help="Report file (.csv or .parquet).")
+    parser.add_argument("--salt", type=str, default=None, help="Patient-key salt (default MEDRES_PATIENT_KEY_SALT).")
+    parser.add_argument("--num_workers", type=int, default=0, help="Index worker processes (folder input).")
+    parser.add_argument("--root", type=Path, default=None, help="Archive root of a manifest (default: recorded).")
+    config = parser.parse_args(list(args))
+    qc_command(config.target, config.out, config.salt, config.num_workers, config.root)
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "synth": _synth,
     "index": _index,
+    "qc": _qc,
     "score": _function_command(score_command, "medres score"),
     "report-degradation": _function_command(report_degradation_command, "medres report-degradation"),
 }
@@ -212,7 +282,9 @@ Train residual networks on DICOM archives, track them in MLflow, score archives.
 commands:
   fit | validate | test | predict   Lightning trainer commands (--config FILE ..., --print_config, --help)
   synth chest-xray                  write a synthetic chest X-ray archive
-  index ARCHIVE --out FILE          header-only manifest of an archive
+  synth ct                          write a synthetic chest CT archive (series)
+  index ARCHIVE --out FILE          header-only manifest of an archive (streaming, resumable)
+  qc MANIFEST_OR_ARCHIVE [--out F]  per-series report of what would fail in training or scoring
   score --model M --input DIR --output FILE   score every file under DIR
   report-degradation --experiment E --out DIR  table, curves and verdict of the degradation experiment
 

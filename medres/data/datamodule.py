@@ -1,8 +1,15 @@
-"""LightningDataModule over a DICOM archive: index once, join labels, split by patient, load with MONAI.
+"""LightningDataModule over a DICOM archive: index once, select, join labels, split by patient, load with MONAI.
 
 Stages hand off through files in ``work_dir`` (nnU-Net style): ``manifest.parquet`` (header-only
-index), ``index_errors.parquet`` (files that could not be indexed), ``splits.csv`` (patient → split,
-written once and reused). ``prepare_data`` writes them on one process; ``setup`` only reads them.
+index), ``index_errors.parquet`` (files that could not be indexed), ``selection_rejected.parquet``
+(indexed files the series selection left out, or whose series cannot become a volume, each with a
+kind and a reason), ``splits.csv`` (patient → split, written once and reused). ``prepare_data``
+writes them on one process; ``setup`` only reads the manifest and the split.
+
+2D samples are instances. 3D samples are series: the manifest rows pass
+:func:`medres.data.selection.select` (the function scoring calls too), are grouped by
+SeriesInstanceUID, planned header-only (:func:`medres.data.series.plan_series`) and loaded as
+volumes by :class:`~medres.data.series.SeriesReader`.
 """
 
 from __future__ import annotations
@@ -17,15 +24,20 @@ from typing import Any
 
 import pandas as pd
 import pytorch_lightning as pl
-from monai.data import DataLoader, Dataset
+from monai.data import CacheDataset, DataLoader, Dataset
+from monai.transforms import Compose
 
 from medres.data.manifest import index_archive, iter_archive_files, join_labels, read_manifest, write_manifest
+from medres.data.selection import REJECTED_COLUMNS, SeriesSelection, dropped_reason, select
+from medres.data.series import plan_series
 from medres.data.splits import load_or_create_splits
 from medres.data.transforms import (
     IDENTITY_COLUMNS,
     IMAGE_KEY,
     Augmentation2D,
+    Augmentation3D,
     Preprocessing,
+    augment_transforms,
     eval_transforms,
     train_transforms,
 )
@@ -53,7 +65,8 @@ def default_work_dir(root: Path) -> Path:
 class DicomDataModule(pl.LightningDataModule):
     """Multi-label detection data from a DICOM archive and a labels CSV.
 
-    2D samples are DICOM instances; each carries its study's labels (1, 0, NaN unknown, -1 uncertain).
+    2D samples are DICOM instances, 3D samples (``preprocessing.spatial_dims=3``) series; each carries
+    its study's labels (1, 0, NaN unknown, -1 uncertain).
 
     Args:
         root: Archive folder (DICOM files in any layout below it).
@@ -63,7 +76,12 @@ class DicomDataModule(pl.LightningDataModule):
         split_fractions: Train/val/test fractions of patients.
         split_seed: Seed of the patient split (the split file records it and refuses another).
         preprocessing: Pixel preprocessing; linked into the model so it travels with it.
-        augmentation: Training augmentation; ``null`` for none.
+        augmentation: Training augmentation: :class:`Augmentation2D` for 2D, :class:`Augmentation3D` for 3D;
+            ``null`` for none.
+        selection: Which instances (2D) or series (3D) to use; 3D defaults to every series that forms a
+            volume. Rejected files are written to ``selection_rejected.parquet`` and counted in the log.
+        cache: Keep every sample's preprocessed tensor in memory after its first load (MONAI
+            ``CacheDataset``; augmentation still runs every epoch). Worth it for volumes that fit in RAM.
         batch_size: Samples per batch (per device).
         num_workers: Data-loading worker processes.
         index_workers: Processes for the header-only index (0: in this process).
@@ -79,7 +97,9 @@ class DicomDataModule(pl.LightningDataModule):
         split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
         split_seed: int = 0,
         preprocessing: Preprocessing | None = None,
-        augmentation: Augmentation2D | None = None,
+        augmentation: Augmentation2D | Augmentation3D | None = None,
+        selection: SeriesSelection | None = None,
+        cache: bool = False,
         batch_size: int = 32,
         num_workers: int = 4,
         index_workers: int = 0,
@@ -99,7 +119,10 @@ class DicomDataModule(pl.LightningDataModule):
         self.split_fractions = split_fractions
         self.split_seed = split_seed
         self.preprocessing = preprocessing or Preprocessing()
+        augment_transforms(self.preprocessing, augmentation, [IMAGE_KEY])  # a 2D/3D mismatch fails here, not later
         self.augmentation = augmentation
+        self.selection = selection
+        self.cache = cache
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.index_workers = index_workers
@@ -110,6 +133,11 @@ class DicomDataModule(pl.LightningDataModule):
     def manifest_path(self) -> Path:
         """The header-only index of the archive."""
         return self.work_dir / "manifest.parquet"
+
+    @property
+    def rejected_path(self) -> Path:
+        """Indexed files the selection left out or whose series cannot be read, with kind and reason."""
+        return self.work_dir / "selection_rejected.parquet"
 
     @property
     def splits_path(self) -> Path:
@@ -142,14 +170,22 @@ class DicomDataModule(pl.LightningDataModule):
                     self.work_dir / "index_errors.parquet",
                 )
             stamp_path.write_text(json.dumps(fingerprint))
-        labeled = self._labeled_manifest()
+        samples, rejected = self._sample_table()
+        rejected.to_parquet(self.rejected_path, index=False)
+        if len(rejected):
+            log.warning(
+                "%d indexed file(s) left out by the selection or unreadable as a series %s; see %s",
+                len(rejected),
+                rejected["kind"].value_counts().to_dict(),
+                self.rejected_path,
+            )
         load_or_create_splits(
-            labeled["patient_key"].unique(), self.splits_path, fractions=self.split_fractions, seed=self.split_seed
+            samples["patient_key"].unique(), self.splits_path, fractions=self.split_fractions, seed=self.split_seed
         )
 
     def setup(self, stage: str | None = None) -> None:
         """Read the manifest, labels and split; build the sample lists (every rank)."""
-        labeled = self._labeled_manifest()
+        labeled, _ = self._sample_table()
         splits = load_or_create_splits(
             labeled["patient_key"].unique(), self.splits_path, fractions=self.split_fractions, seed=self.split_seed
         )
@@ -165,7 +201,7 @@ class DicomDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled, augmented training batches."""
         samples = self._split("train")
-        dataset = Dataset(samples, transform=train_transforms(self.preprocessing, self.augmentation))
+        dataset = self._dataset(samples, train_transforms(self.preprocessing, self.augmentation))
         # A final batch of one sample breaks batch norm; drop it when there is more than one batch.
         return self._loader(dataset, shuffle=True, drop_last=len(samples) > self.batch_size)
 
@@ -186,12 +222,62 @@ class DicomDataModule(pl.LightningDataModule):
         return bool(self.samples.get(split))
 
     # ---- helpers -------------------------------------------------------------------------------
-    def _labeled_manifest(self) -> pd.DataFrame:
+    def _sample_table(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Labelled samples (one row per instance in 2D, per series in 3D) and the rejected files.
+
+        3D rows carry ``files`` (the series' paths in slice order, relative) and ``path`` (its first slice).
+        """
         manifest = read_manifest(self.manifest_path)
+        spatial_dims = self.preprocessing.spatial_dims
+        rejected = pd.DataFrame({c: pd.Series([], dtype=object) for c in REJECTED_COLUMNS})
+        if self.selection is not None or spatial_dims == 3:
+            manifest, rejected = select(manifest, self.selection or SeriesSelection(), spatial_dims, root=self.root)
         labeled = join_labels(manifest, self.labels, self.findings)
         if labeled.empty:
-            raise ValueError(f"no DICOM instance under {self.root} has a row in {self.labels}")
-        return labeled
+            raise ValueError(f"no selected DICOM instance under {self.root} has a row in {self.labels}")
+        if spatial_dims == 3:
+            labeled, dropped = self._series_rows(labeled)
+            rejected = pd.concat([rejected, dropped], ignore_index=True) if len(dropped) else rejected
+        return labeled, rejected
+
+    def _series_rows(self, labeled: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """One row per series, its files in slice order; files the plan drops (localizers, duplicates) apart."""
+        rows, dropped = [], []
+        for uid, group in labeled.groupby("SeriesInstanceUID", sort=True):
+            values = group[self.findings].drop_duplicates()
+            if len(values) > 1:
+                raise ValueError(f"{self.labels}: series {uid} has files with different labels; label 3D by study")
+            # Header-only (multi-frame files' headers aside); select() has already rejected fatal series.
+            plan = plan_series(group, root=self.root)
+            by_path = group.set_index("path")
+            # Slice order, relative like the manifest's paths; a multi-frame file appears once.
+            files = list(dict.fromkeys(Path(os.path.relpath(p, self.root)).as_posix() for p in plan.paths))
+            first = by_path.loc[files[0]]
+            rows.append(
+                {
+                    "path": files[0],
+                    "SOPInstanceUID": "",  # a series has none; an empty string collates, None does not
+                    "SeriesInstanceUID": uid,
+                    "StudyInstanceUID": first["StudyInstanceUID"],
+                    "patient_key": first["patient_key"],
+                    "files": files,
+                    "n_instances": len(files),
+                    **values.iloc[0].to_dict(),
+                }
+            )
+            left_out = sorted(set(group["path"]) - set(files))
+            if left_out:
+                frame = by_path.loc[left_out].reset_index()
+                kinds, messages = zip(*(dropped_reason(r, plan) for r in frame.to_dict("records")), strict=True)
+                dropped.append(
+                    frame.assign(kind=list(kinds), message=[f"series {uid}: {m}" for m in messages]).reindex(
+                        columns=list(REJECTED_COLUMNS)
+                    )
+                )
+        series = pd.DataFrame(rows)
+        for finding in self.findings:
+            series[finding] = series[finding].astype("float32")
+        return series, pd.concat(dropped, ignore_index=True) if dropped else pd.DataFrame(columns=REJECTED_COLUMNS)
 
     def _archive_fingerprint(self) -> dict[str, Any]:
         """Cheap change detector: file count, bytes and newest mtime, plus the salt's hash (keys depend on it)."""
@@ -206,10 +292,16 @@ class DicomDataModule(pl.LightningDataModule):
     def _records(self, rows: pd.DataFrame) -> list[dict[str, Any]]:
         labels = rows[self.findings].to_numpy(dtype="float32")
         identities: list[dict[str, Any]] = rows[list(IDENTITY_COLUMNS)].to_dict("records")  # type: ignore[assignment]
-        # The image key starts as the absolute path and becomes the tensor; "path" stays relative.
+        # The image key starts as the absolute path(s) and becomes the tensor; "path" stays relative.
+        if self.preprocessing.spatial_dims == 3:
+            images: list[Any] = [[str(self.root / f) for f in files] for files in rows["files"]]
+            for identity, files in zip(identities, rows["files"], strict=True):
+                identity["n_instances"] = len(files)  # the prediction writer's series rows carry it, as scoring's do
+        else:
+            images = [str(self.root / identity["path"]) for identity in identities]
         return [
-            {**identity, IMAGE_KEY: str(self.root / identity["path"]), "label": label}
-            for identity, label in zip(identities, labels, strict=True)
+            {**identity, IMAGE_KEY: image, "label": label}
+            for identity, image, label in zip(identities, images, labels, strict=True)
         ]
 
     def _split(self, split: str) -> Sequence[dict[str, Any]]:
@@ -221,7 +313,14 @@ class DicomDataModule(pl.LightningDataModule):
         return samples
 
     def _eval_loader(self, split: str) -> DataLoader:
-        return self._loader(Dataset(self._split(split), transform=eval_transforms(self.preprocessing)), shuffle=False)
+        return self._loader(self._dataset(self._split(split), eval_transforms(self.preprocessing)), shuffle=False)
+
+    def _dataset(self, samples: Sequence[dict[str, Any]], transform: Compose) -> Dataset:
+        if self.cache:
+            # MONAI caches the output of the transforms before the first random one; augmentation still
+            # runs on every access.
+            return CacheDataset(samples, transform=transform, progress=False, num_workers=0)
+        return Dataset(samples, transform=transform)
 
     def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
         # monai's DataLoader seeds each worker's random transforms reproducibly from the torch seed.

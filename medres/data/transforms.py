@@ -1,4 +1,4 @@
-"""Named MONAI dictionary-transform presets: DICOM path → normalised tensor, with 2D augmentation for training.
+"""Named MONAI dictionary-transform presets: DICOM image or series → normalised tensor, augmented for training.
 
 The preprocessing a model needs is one frozen :class:`Preprocessing` value. It is an argument of the
 data module, travels inside the registered model package, and scoring rebuilds exactly the same
@@ -7,9 +7,10 @@ evaluation pipeline from it, so nothing re-declares it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import albumentations as A
 import numpy as np
@@ -21,15 +22,24 @@ from monai.transforms import (
     EnsureChannelFirst,
     EnsureTyped,
     MapTransform,
+    Orientationd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
     Randomizable,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
     RepeatChanneld,
     Resized,
     ResizeWithPadOrCropd,
+    ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
+    Spacingd,
 )
 from monai.utils import ImageMetaKey
 
-from medres.data.dicom import DicomReader
+from medres.data.dicom import DicomReader, ReadOptions
+from medres.data.series import SeriesReader
 
 IMAGE_KEY = "image"
 # What names a sample in results: its path (relative to the archive root) and UIDs, never patient data.
@@ -38,30 +48,50 @@ IDENTITY_COLUMNS = ("path", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanc
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a DICOM image becomes network input. Saved with the model; scoring applies it verbatim.
+    """How a DICOM image or series becomes network input. Saved with the model; scoring applies it verbatim.
 
-    Pixels are read by :class:`~medres.data.dicom.DicomReader` (modality LUT applied, MONOCHROME1
-    inverted), resized so the longer side is ``max(spatial_size)`` keeping the aspect ratio,
-    scaled so the given percentiles map to 0 and 1 (clipped), then zero-padded or cropped to
-    ``spatial_size``.
+    2D (``spatial_dims=2``, one instance a sample): pixels are read by
+    :class:`~medres.data.dicom.DicomReader` (modality LUT applied, MONOCHROME1 inverted), resized so
+    the longer side is ``max(spatial_size)`` keeping the aspect ratio, scaled to [0, 1] (clipped) by
+    ``intensity_window`` or else by the given percentiles, then zero-padded or cropped to ``spatial_size``.
+
+    3D (``spatial_dims=3``, one series a sample, its image the list of its files in any order): the
+    series is assembled by :class:`~medres.data.series.SeriesReader` (slices ordered along the slice
+    normal, localizers dropped, values in modality units: HU for CT), reoriented to RAS, resampled to
+    ``target_spacing``, scaled to [0, 1] by ``intensity_window`` (or the percentiles), then
+    zero-padded or cropped (centred) to ``spatial_size``. Zero is the bottom of the window, so padding
+    reads as air.
 
     Args:
-        spatial_dims: 2 for radiographs (one instance a sample).
-        spatial_size: Network input size (rows, columns).
+        spatial_dims: 2 for radiographs (one instance a sample), 3 for CT/MR series (one series a sample).
+        spatial_size: Network input size: (rows, columns) in 2D; in 3D (x, y, z) voxels in RAS order, as
+            MONAI's ``Orientation("RAS")`` lays them out: the axes run towards the patient's right, anterior
+            and superior.
         in_channels: 1 for grey-scale networks; 3 repeats the channel for RGB-pretrained ones.
-        lower_percentile: Intensity percentile mapped to 0.
-        upper_percentile: Intensity percentile mapped to 1.
+        lower_percentile: Intensity percentile mapped to 0 (when ``intensity_window`` is not set).
+        upper_percentile: Intensity percentile mapped to 1 (when ``intensity_window`` is not set).
+        intensity_window: (low, high) in modality units (HU for CT) mapped to 0 and 1, clipped outside;
+            ``None`` uses the percentiles of each image.
+        target_spacing: 3D only: voxel size (x, y, z) in mm to resample to; ``None`` keeps each series' own.
+        voi: 2D only: the reader's VOI step (:class:`~medres.data.dicom.ReadOptions`): ``none`` (modality units),
+            ``lut`` (the file's VOI LUT, else its first window) or ``window`` (``voi_window``, else the file's).
+            3D series stay in modality units (HU) and use ``intensity_window``.
+        voi_window: (centre, width) in modality units for ``voi="window"``.
     """
 
     spatial_dims: int = 2
-    spatial_size: tuple[int, int] = (224, 224)
+    spatial_size: tuple[int, ...] = (224, 224)
     in_channels: int = 1
     lower_percentile: float = 0.5
     upper_percentile: float = 99.5
+    intensity_window: tuple[float, float] | None = None
+    target_spacing: tuple[float, float, float] | None = None
+    voi: Literal["none", "lut", "window"] = "none"
+    voi_window: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        if self.spatial_dims != 2:
-            raise ValueError(f"preprocessing.spatial_dims={self.spatial_dims}: only 2D radiographs are supported yet")
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"preprocessing.spatial_dims={self.spatial_dims}: must be 2 (images) or 3 (series)")
         if len(self.spatial_size) != self.spatial_dims or min(self.spatial_size) < 8:
             raise ValueError(f"preprocessing.spatial_size={self.spatial_size}: need {self.spatial_dims} sizes ≥ 8")
         if self.in_channels not in (1, 3):
@@ -71,16 +101,42 @@ class Preprocessing:
                 f"preprocessing percentiles ({self.lower_percentile}, {self.upper_percentile}): "
                 "need 0 ≤ lower < upper ≤ 100"
             )
+        if self.intensity_window is not None and (
+            len(self.intensity_window) != 2 or not self.intensity_window[0] < self.intensity_window[1]
+        ):
+            raise ValueError(
+                f"preprocessing.intensity_window={self.intensity_window}: need (low, high) with low < high"
+            )
+        if self.target_spacing is not None:
+            if self.spatial_dims != 3:
+                raise ValueError("preprocessing.target_spacing: only for spatial_dims=3 (2D images keep their grid)")
+            if len(self.target_spacing) != 3 or min(self.target_spacing) <= 0:
+                raise ValueError(f"preprocessing.target_spacing={self.target_spacing}: need three sizes > 0 (mm)")
+        if self.spatial_dims == 3 and self.voi != "none":
+            raise ValueError(f"preprocessing.voi={self.voi!r}: series stay in modality units; use intensity_window")
+        try:
+            self.read_options()
+        except ValueError as err:
+            raise ValueError(f"preprocessing voi/voi_window: {err}") from err
+
+    def read_options(self) -> ReadOptions:
+        """The DICOM reader's options these settings describe.
+
+        Colour images (ultrasound, secondary captures) are read as luminance: the pipeline's networks see one
+        grey channel, repeated for ``in_channels=3``, so an RGB file must not arrive with three channels of its own.
+        """
+        return ReadOptions(voi=self.voi, window=self.voi_window, colour="luminance")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists)."""
-        data = asdict(self)
-        data["spatial_size"] = list(self.spatial_size)
-        return data
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error naming them."""
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error naming them.
+
+        Keys added after a package was written take their defaults, so older packages still load.
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -88,6 +144,9 @@ class Preprocessing:
         values = dict(data)
         if "spatial_size" in values:
             values["spatial_size"] = tuple(int(s) for s in values["spatial_size"])
+        for key in ("intensity_window", "target_spacing", "voi_window"):
+            if values.get(key) is not None:
+                values[key] = tuple(float(v) for v in values[key])
         return cls(**values)
 
 
@@ -174,6 +233,72 @@ class Albumentationsd(Randomizable, MapTransform):
         return out
 
 
+@dataclass(frozen=True)
+class Augmentation3D:
+    """Training-time augmentation for volumes, MONAI 3D transforms applied after normalisation (values in [0, 1]).
+
+    Defaults suit chest CT at a few mm per voxel: a left-right flip (a nodule or an effusion is the
+    same finding on either side), small rotations, zooms and shifts (patient positioning), and
+    small intensity changes (kernel and scanner differences).
+
+    Args:
+        flip_axes: RAS axes to flip at random (0 left-right, 1 antero-posterior, 2 cranio-caudal).
+        flip_probability: Chance of a flip, per axis.
+        affine_probability: Chance that the rotation/zoom/shift is applied to a volume.
+        rotate_degrees: Maximum absolute rotation about each axis.
+        scale: Maximum relative zoom in or out.
+        translate: Maximum shift as a fraction of ``spatial_size``, per axis.
+        intensity_probability: Chance of each intensity change.
+        intensity_scale: Maximum relative intensity scaling.
+        intensity_shift: Maximum intensity offset (the window maps to [0, 1]).
+        noise_std: Standard deviation of added Gaussian noise (0: none).
+    """
+
+    flip_axes: tuple[int, ...] = (0,)
+    flip_probability: float = 0.5
+    affine_probability: float = 0.5
+    rotate_degrees: float = 10.0
+    scale: float = 0.1
+    translate: float = 0.05
+    intensity_probability: float = 0.5
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.05
+    noise_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        if any(axis not in (0, 1, 2) for axis in self.flip_axes):
+            raise ValueError(f"augmentation.flip_axes={self.flip_axes}: axes are 0, 1 and 2")
+        for name in ("flip_probability", "affine_probability", "intensity_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"augmentation.{name}={getattr(self, name)}: must be in [0, 1]")
+
+    def build(self, keys: Sequence[str], spatial_size: Sequence[int]) -> list[Any]:
+        """The MONAI dictionary transforms these settings describe, for volumes of ``spatial_size``."""
+        keys = list(keys)
+        angle = float(np.deg2rad(self.rotate_degrees))
+        transforms: list[Any] = [RandFlipd(keys, prob=self.flip_probability, spatial_axis=a) for a in self.flip_axes]
+        transforms.append(
+            RandAffined(
+                keys,
+                prob=self.affine_probability,
+                rotate_range=(angle, angle, angle),
+                scale_range=(self.scale,) * 3,
+                translate_range=tuple(self.translate * s for s in spatial_size),
+                spatial_size=tuple(spatial_size),
+                cache_grid=True,  # same output size every time: build the sampling grid once
+                mode="bilinear",
+                padding_mode="zeros",  # the bottom of the window: air
+            )
+        )
+        if self.intensity_scale > 0:
+            transforms.append(RandScaleIntensityd(keys, factors=self.intensity_scale, prob=self.intensity_probability))
+        if self.intensity_shift > 0:
+            transforms.append(RandShiftIntensityd(keys, offsets=self.intensity_shift, prob=self.intensity_probability))
+        if self.noise_std > 0:
+            transforms.append(RandGaussianNoised(keys, prob=self.intensity_probability, std=self.noise_std))
+        return transforms
+
+
 class LoadDicomd(MapTransform):
     """Load DICOM paths through :class:`~medres.data.dicom.DicomReader` into (1, rows, cols) MetaTensors.
 
@@ -184,9 +309,9 @@ class LoadDicomd(MapTransform):
     needs the ``DicomReadError`` and its kind.
     """
 
-    def __init__(self, keys: KeysCollection) -> None:
+    def __init__(self, keys: KeysCollection, options: ReadOptions | None = None) -> None:
         super().__init__(keys)
-        self.reader = DicomReader()
+        self.reader = DicomReader(options=options or ReadOptions())
         self.channel_first = EnsureChannelFirst()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -201,45 +326,130 @@ class LoadDicomd(MapTransform):
         return out
 
 
+class LoadSeriesd(MapTransform):
+    """Load a series (its file paths, in any order) through :class:`~medres.data.series.SeriesReader`.
+
+    Gives a (1, slices, rows, cols) MetaTensor in modality units whose affine maps indices to RAS mm,
+    so MONAI's ``Orientationd``/``Spacingd`` work in patient space. A single path is a one-file series
+    (an enhanced multi-frame CT or MR). Like :class:`LoadDicomd`, it calls the reader directly so a
+    ``DicomReadError`` (``inconsistent_series``, ``missing_geometry``, …) reaches the caller with its kind.
+    """
+
+    def __init__(self, keys: KeysCollection) -> None:
+        super().__init__(keys)
+        self.reader = SeriesReader()
+        self.channel_first = EnsureChannelFirst()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Replace each key's paths by the series volume; typed read errors propagate."""
+        out = dict(data)
+        for key in self.key_iterator(out):
+            value = out[key]
+            paths = [str(value)] if isinstance(value, str | os.PathLike) else [str(p) for p in value]
+            array, meta = self.reader.get_data(self.reader.read(paths))
+            image = MetaTensor.ensure_torch_and_prune_meta(array.astype(np.float32, copy=False), meta)
+            out[key] = self.channel_first(image, meta_dict=meta)
+        return out
+
+
 def eval_transforms(
     preprocessing: Preprocessing, keys: Sequence[str] = (IMAGE_KEY,), track_meta: bool = False
 ) -> Compose:
     """DICOM path(s) under ``keys`` → float32 tensors (in_channels, *spatial_size); no randomness.
+
+    In 2D each key holds one file's path; in 3D the paths of one series (a list, any order) or one
+    multi-frame file's path.
 
     Args:
         preprocessing: The model's preprocessing.
         keys: Dict keys holding paths.
         track_meta: Keep MONAI metadata (the reader's UIDs, spacing) on the outputs, for scoring.
     """
-    return Compose(_load_and_normalise(preprocessing, keys) + _to_network_input(preprocessing, keys, track_meta))
+    return Compose(load_and_normalise(preprocessing, keys) + _to_network_input(preprocessing, keys, track_meta))
 
 
 def train_transforms(
-    preprocessing: Preprocessing, augmentation: Augmentation2D | None, keys: Sequence[str] = (IMAGE_KEY,)
+    preprocessing: Preprocessing,
+    augmentation: Augmentation2D | Augmentation3D | None,
+    keys: Sequence[str] = (IMAGE_KEY,),
 ) -> Compose:
-    """The evaluation pipeline with albumentations augmentation between normalisation and channel repeat."""
-    augment = [Albumentationsd(keys, augmentation.build())] if augmentation is not None else []
+    """The evaluation pipeline with augmentation between normalisation and the network-input step.
+
+    Raises:
+        ValueError: If the augmentation does not match ``preprocessing.spatial_dims``.
+    """
     return Compose(
-        _load_and_normalise(preprocessing, keys) + augment + _to_network_input(preprocessing, keys, track_meta=False)
+        load_and_normalise(preprocessing, keys)
+        + augment_transforms(preprocessing, augmentation, keys)
+        + _to_network_input(preprocessing, keys, track_meta=False)
     )
 
 
-def _load_and_normalise(preprocessing: Preprocessing, keys: Sequence[str]) -> list[Any]:
+def load_and_normalise(preprocessing: Preprocessing, keys: Sequence[str] = (IMAGE_KEY,)) -> list[Any]:
+    """The deterministic head of both pipelines: read, resample, normalise, pad/crop (cacheable)."""
     keys = list(keys)
+    if preprocessing.spatial_dims == 3:
+        return _load_and_normalise_3d(preprocessing, keys)
     return [
-        LoadDicomd(keys),  # (1, rows, cols) float32 in modality units, MONOCHROME2
+        LoadDicomd(keys, preprocessing.read_options()),  # (1, rows, cols) float32, MONOCHROME2, modality units or VOI
         # Longer side → max(spatial_size); area interpolation is the right anti-aliasing for big downscales.
         Resized(keys, spatial_size=max(preprocessing.spatial_size), size_mode="longest", mode="area"),
-        ScaleIntensityRangePercentilesd(
-            keys,
-            lower=preprocessing.lower_percentile,
-            upper=preprocessing.upper_percentile,
-            b_min=0.0,
-            b_max=1.0,
-            clip=True,
-        ),
+        _intensity(preprocessing, keys),
         ResizeWithPadOrCropd(keys, spatial_size=preprocessing.spatial_size),  # (1, *spatial_size), zero pad
     ]
+
+
+def augment_transforms(
+    preprocessing: Preprocessing, augmentation: Augmentation2D | Augmentation3D | None, keys: Sequence[str]
+) -> list[Any]:
+    """The random part of the training pipeline (empty for no augmentation)."""
+    if augmentation is None:
+        return []
+    expected = Augmentation3D if preprocessing.spatial_dims == 3 else Augmentation2D
+    if not isinstance(augmentation, expected):
+        raise ValueError(
+            f"data.augmentation is {type(augmentation).__name__} but preprocessing.spatial_dims="
+            f"{preprocessing.spatial_dims} needs {expected.__name__}"
+            + (
+                " (a config picks it by its keys: give a 3D-only one such as flip_axes)"
+                if expected is Augmentation3D
+                else ""
+            )
+        )
+    if isinstance(augmentation, Augmentation3D):
+        return augmentation.build(keys, preprocessing.spatial_size)
+    return [Albumentationsd(keys, augmentation.build())]
+
+
+def _load_and_normalise_3d(preprocessing: Preprocessing, keys: list[str]) -> list[Any]:
+    steps: list[Any] = [
+        LoadSeriesd(keys),  # (1, slices, rows, cols) in modality units (HU), affine → RAS mm
+        # (1, x, y, z): the same anatomy on the same axis for every series. The labels are MONAI's RAS ones, given
+        # so that MONAI's announced change of their default cannot silently change the axes.
+        Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+    ]
+    if preprocessing.target_spacing is not None:
+        # Border padding: a voxel just outside the field of view takes the edge value, not 0 HU (water).
+        steps.append(Spacingd(keys, pixdim=preprocessing.target_spacing, mode="bilinear", padding_mode="border"))
+    steps += [
+        _intensity(preprocessing, keys),
+        ResizeWithPadOrCropd(keys, spatial_size=preprocessing.spatial_size),  # centred; pads with 0 = air
+    ]
+    return steps
+
+
+def _intensity(preprocessing: Preprocessing, keys: list[str]) -> Any:
+    if preprocessing.intensity_window is not None:
+        low, high = preprocessing.intensity_window
+        return ScaleIntensityRanged(keys, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+    return ScaleIntensityRangePercentilesd(
+        keys,
+        lower=preprocessing.lower_percentile,
+        upper=preprocessing.upper_percentile,
+        b_min=0.0,
+        b_max=1.0,
+        clip=True,
+    )
 
 
 def _to_network_input(preprocessing: Preprocessing, keys: Sequence[str], track_meta: bool) -> list[Any]:

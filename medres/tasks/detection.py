@@ -11,6 +11,7 @@ from torchmetrics.classification import MultilabelAUROC
 from torchmetrics.utilities import dim_zero_cat
 
 import medres
+from medres.data.selection import SeriesSelection
 from medres.data.transforms import Preprocessing
 from medres.models.weights import load_pretrained
 from medres.package import CHECKPOINT_KEY, ModelPackage, build_backbone
@@ -48,6 +49,8 @@ class MultiLabelDetection(pl.LightningModule):
     Args:
         findings: Label names in output order (linked from the data module's ``findings``).
         preprocessing: The data module's preprocessing (linked); saved into checkpoints and packages.
+        selection: The data module's series selection (linked); saved into packages so scoring picks the same
+            instances or series that training did.
         backbone: Registered model name from ``medres.models`` (``resnet50``, ``preact_resnet164``, ...), or any
             ``torch.nn.Module`` class as ``{"class_path": ..., "init_args": {...}}`` (a MONAI network, say); its
             spatial_dims, input channels and outputs are filled in from the data where the config leaves them out.
@@ -68,6 +71,7 @@ class MultiLabelDetection(pl.LightningModule):
         self,
         findings: list[str],
         preprocessing: Preprocessing | None = None,
+        selection: SeriesSelection | None = None,
         backbone: str | dict[str, Any] = "resnet50",
         backbone_args: dict[str, Any] | None = None,
         pretrained: str | None = None,
@@ -87,6 +91,7 @@ class MultiLabelDetection(pl.LightningModule):
             raise ValueError(f"model.thresholds has {len(thresholds)} values for {len(findings)} findings")
         self.findings = list(findings)
         self.preprocessing = preprocessing or Preprocessing()
+        self.selection = selection or SeriesSelection()
         self.backbone_name = backbone
         self.backbone_args = dict(backbone_args or {})
         self.uncertain_policy = UncertainPolicy(uncertain_policy)
@@ -106,6 +111,7 @@ class MultiLabelDetection(pl.LightningModule):
             {
                 "findings": self.findings,
                 "preprocessing": self.preprocessing.to_dict(),
+                "selection": self.selection.to_dict(),
                 "backbone": backbone,
                 "backbone_args": self.backbone_args,
                 "uncertain_policy": str(self.uncertain_policy),
@@ -179,6 +185,7 @@ class MultiLabelDetection(pl.LightningModule):
             backbone_args=self.backbone_args,
             findings=self.findings,
             preprocessing=self.preprocessing,
+            selection=self.selection,
             thresholds=self.thresholds,
             state_dict={k: v.detach().cpu() for k, v in self.backbone.state_dict().items()},
             medres_version=medres.__version__,

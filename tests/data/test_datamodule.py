@@ -1,5 +1,6 @@
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -106,3 +107,85 @@ def test_unknown_labels_stay_nan_not_zero(tiny_archive, tmp_path):
     assert np.isnan(all_labels).any() or not pd.read_csv(tiny_archive / "labels.csv")[FINDINGS].isna().any().any()
     assert set(np.unique(all_labels[~np.isnan(all_labels)])) <= {-1.0, 0.0, 1.0}
     assert not math.isnan(float(np.nanmax(all_labels)))
+
+
+# ---- 3D: a sample is a series -------------------------------------------------------------------
+CT_FINDINGS = ["mass", "effusion"]
+CT_PRE = Preprocessing(
+    spatial_dims=3, spatial_size=(16, 16, 16), intensity_window=(-1000.0, 400.0), target_spacing=(16.0, 16.0, 16.0)
+)
+
+
+@pytest.fixture(scope="module")
+def ct_archive(tmp_path_factory):
+    from medres.data.synthetic import synth_ct
+
+    return synth_ct(tmp_path_factory.mktemp("ct") / "ct", patients=12, seed=4, slices=16, size=24).root
+
+
+def make_ct_dm(root, work_dir, **kwargs):
+    from medres.data.selection import SeriesSelection
+    from medres.data.transforms import Augmentation3D
+
+    settings = {
+        "findings": CT_FINDINGS,
+        "work_dir": work_dir,
+        "preprocessing": CT_PRE,
+        "augmentation": Augmentation3D(),
+        "selection": SeriesSelection(modalities=("CT",), orientation="axial", min_slices=4, prefer="thinnest"),
+        "batch_size": 2,
+        "num_workers": 0,
+        **kwargs,
+    }
+    return DicomDataModule(root, **settings)
+
+
+def test_3d_samples_are_series_and_every_file_is_accounted_for(ct_archive, tmp_path):
+    import pydicom
+
+    dm = make_ct_dm(ct_archive, tmp_path / "work")
+    dm.prepare_data()
+    dm.setup("fit")
+    samples = [s for split in dm.samples.values() for s in split]
+    labels = pd.read_csv(ct_archive / "labels.csv")
+    assert len(samples) == len(labels)  # prefer=thinnest: one series per study
+    used: set[str] = set()
+    for sample in samples:
+        headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in sample["image"]]
+        assert {h.SeriesInstanceUID for h in headers} == {sample["SeriesInstanceUID"]}
+        assert all("LOCALIZER" not in h.ImageType for h in headers)  # a mixed-in scout is dropped
+        assert sample["path"] == Path(sample["image"][0]).relative_to(ct_archive).as_posix()
+        assert sample["n_instances"] == len(sample["image"])
+        used |= {Path(p).relative_to(ct_archive).as_posix() for p in sample["image"]}
+    # Nothing silently dropped: each indexed file is a sample's slice or a rejected row with a reason.
+    manifest = pd.read_parquet(dm.manifest_path)
+    rejected = pd.read_parquet(dm.rejected_path)
+    assert set(rejected["path"]).isdisjoint(used)
+    assert set(rejected["path"]) | used == set(manifest["path"])
+    assert rejected["message"].str.len().gt(0).all()
+    assert set(rejected["kind"]) == {"not_selected"}  # the same kinds as scoring's ledger
+    assert rejected["message"].str.contains("prefer=thinnest").any()  # thicker reconstructions lose
+    assert rejected["message"].str.contains("localizer_dropped").any()  # a scout inside a kept series
+
+
+def test_3d_batches_and_patient_split(ct_archive, tmp_path):
+    dm = make_ct_dm(ct_archive, tmp_path / "work", cache=True)
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 1, 16, 16, 16) and batch["image"].dtype == torch.float32
+    assert batch["label"].shape == (2, 2) and batch["SOPInstanceUID"] == ["", ""]
+    val = next(iter(dm.val_dataloader()))
+    assert val["image"].shape[1:] == (1, 16, 16, 16) and val["image"].min() >= 0 and val["image"].max() <= 1
+    splits = pd.read_csv(dm.splits_path).set_index("patient_key")["split"]
+    manifest = pd.read_parquet(dm.manifest_path).set_index("SeriesInstanceUID")["patient_key"]
+    for split, samples in dm.samples.items():
+        for sample in samples:
+            key = manifest.loc[sample["SeriesInstanceUID"]]
+            key = key.iloc[0] if isinstance(key, pd.Series) else key
+            assert splits[key] == split
+
+
+def test_3d_needs_3d_augmentation(ct_archive, tmp_path):
+    with pytest.raises(ValueError, match="Augmentation3D"):
+        make_ct_dm(ct_archive, tmp_path / "work", augmentation=Augmentation2D())

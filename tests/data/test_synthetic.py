@@ -9,7 +9,15 @@ import pytest
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
-from medres.data.synthetic import CHEST_XRAY_FINDINGS, SynthSummary, render_chest_xray, synth_chest_xray
+from medres.data.synthetic import (
+    CHEST_XRAY_FINDINGS,
+    CT_FINDINGS,
+    SynthSummary,
+    render_chest_xray,
+    render_ct,
+    synth_chest_xray,
+    synth_ct,
+)
 
 # 14 patients at 96 px: a few seconds, and (for this seed) every encoding, photometric, modality
 # and label value occurs at least once.
@@ -212,3 +220,156 @@ def test_refuses_to_write_into_a_non_empty_folder(tmp_path: Path) -> None:
 def test_empty_existing_folder_is_accepted(tmp_path: Path) -> None:
     summary = synth_chest_xray(tmp_path, 1, 0, 64)
     assert summary.root == tmp_path and summary.instances >= 1 and summary.labels_csv.is_file()
+
+
+# ---- CT ----------------------------------------------------------------------------------------
+# 12 patients, 24 slices of 32 px: a second or two, and (for this seed) scouts, mixed-in scouts, thick
+# reconstructions, oblique series and every transfer syntax occur.
+CT_PATIENTS, CT_SEED, CT_SLICES, CT_SIZE = 12, 4, 24, 32
+LOCALIZER = "LOCALIZER"
+
+
+@pytest.fixture(scope="module")
+def ct_archive(tmp_path_factory: pytest.TempPathFactory) -> SynthSummary:
+    return synth_ct(tmp_path_factory.mktemp("synth_ct") / "ct", CT_PATIENTS, CT_SEED, CT_SLICES, CT_SIZE)
+
+
+@pytest.fixture(scope="module")
+def ct_datasets(ct_archive: SynthSummary) -> dict[Path, pydicom.Dataset]:
+    return {p: pydicom.dcmread(p) for p in sorted(ct_archive.root.rglob("*.dcm"))}
+
+
+def ct_series(datasets: dict[Path, pydicom.Dataset]) -> dict[str, list[tuple[Path, pydicom.Dataset]]]:
+    """Axial slices per SeriesInstanceUID (scouts left out)."""
+    series: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
+    for path, ds in datasets.items():
+        if LOCALIZER not in ds.ImageType:
+            series.setdefault(ds.SeriesInstanceUID, []).append((path, ds))
+    return series
+
+
+def normal_of(ds: pydicom.Dataset) -> np.ndarray:
+    iop = np.array(ds.ImageOrientationPatient, dtype=float)
+    return np.cross(iop[:3], iop[3:])
+
+
+def test_ct_layout_labels_and_summary(ct_archive: SynthSummary, ct_datasets: dict[Path, pydicom.Dataset]) -> None:
+    assert ct_archive.instances == len(ct_datasets) and ct_archive.patients == CT_PATIENTS
+    with ct_archive.labels_csv.open() as f:
+        assert f.readline().strip() == "StudyInstanceUID," + ",".join(CT_FINDINGS)
+    rows = read_labels(ct_archive.labels_csv)
+    assert len(rows) == ct_archive.studies
+    assert {r["StudyInstanceUID"] for r in rows} == {ds.StudyInstanceUID for ds in ct_datasets.values()}
+    assert {r[f] for r in rows for f in CT_FINDINGS} <= {"1", "0", "", "-1"}
+    assert {r[f] for r in rows for f in CT_FINDINGS} >= {"1", "0"}
+    assert ct_archive.series == len({ds.SeriesInstanceUID for ds in ct_datasets.values()})
+    for path in ct_datasets:
+        patient, study, series, image = path.relative_to(ct_archive.root).parts
+        assert patient.startswith("patient_") and study.startswith("study_") and series.startswith("series_")
+        assert image.startswith("image_")
+
+
+def test_ct_headers_are_ct_image_storage_in_hounsfield_units(ct_datasets: dict[Path, pydicom.Dataset]) -> None:
+    syntaxes = Counter()
+    for ds in ct_datasets.values():
+        syntaxes[ds.file_meta.TransferSyntaxUID] += 1
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2" == ds.file_meta.MediaStorageSOPClassUID
+        assert ds.Modality == "CT" and ds.BodyPartExamined == "CHEST" and ds.RescaleType == "HU"
+        assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.SamplesPerPixel == 1
+        assert ds.FrameOfReferenceUID and len(ds.ImagePositionPatient) == 3 and len(ds.PixelSpacing) == 2
+        iop = np.array(ds.ImageOrientationPatient, dtype=float)
+        # Row and column cosines: unit length and orthogonal (PS3.3 C.7.6.2.1.1).
+        assert np.allclose(np.linalg.norm(iop.reshape(2, 3), axis=1), 1, atol=1e-5) and abs(iop[:3] @ iop[3:]) < 1e-5
+        hu = apply_modality_lut(ds.pixel_array, ds)
+        assert hu.shape == (ds.Rows, ds.Columns) and hu.min() >= -2048 and hu.max() < 2000
+    assert len(syntaxes) >= 3
+
+
+def test_ct_series_geometry_is_realistic_and_shuffled(ct_datasets: dict[Path, pydicom.Dataset]) -> None:
+    spacings, oblique, shuffled = set(), 0, 0
+    for slices in ct_series(ct_datasets).values():
+        n = normal_of(slices[0][1])
+        assert all(np.allclose(normal_of(ds), n) for _, ds in slices)
+        ordered = sorted(slices, key=lambda item: float(np.array(item[1].ImagePositionPatient, dtype=float) @ n))
+        projections = [float(np.array(ds.ImagePositionPatient, dtype=float) @ n) for _, ds in ordered]
+        steps = np.diff(projections)
+        assert np.allclose(steps, steps[0], atol=0.01) and steps[0] > 1.0  # one volume, no gaps
+        assert float(ordered[0][1].SliceThickness) >= steps[0] - 0.01
+        # Positions step along the normal (no gantry shear): every slice sits on the first one's normal line.
+        first = np.array(ordered[0][1].ImagePositionPatient, dtype=float)
+        for _, ds in ordered:
+            offset = np.array(ds.ImagePositionPatient, dtype=float) - first
+            assert np.allclose(offset - (offset @ n) * n, 0, atol=0.01)
+        spacings.add(round(float(steps[0]), 1))
+        oblique += not np.allclose(n, [0, 0, 1])
+        names = [path.name for path, _ in ordered]
+        shuffled += names != sorted(names) and names != sorted(names, reverse=True)
+    assert len(spacings) > 3 and oblique >= 1 and shuffled >= 1
+
+
+def test_ct_has_scouts_some_mixed_into_the_axial_series(ct_datasets: dict[Path, pydicom.Dataset]) -> None:
+    scouts = [ds for ds in ct_datasets.values() if LOCALIZER in ds.ImageType]
+    axial_series = set(ct_series(ct_datasets))
+    assert scouts and any(ds.SeriesInstanceUID in axial_series for ds in scouts)
+    assert any(ds.SeriesInstanceUID not in axial_series for ds in scouts)
+    for ds in scouts:
+        assert [float(v) for v in ds.ImageOrientationPatient] == [1, 0, 0, 0, 0, -1]  # coronal projection
+
+
+def test_ct_hounsfield_values_of_tissues(ct_datasets: dict[Path, pydicom.Dataset]) -> None:
+    for slices in ct_series(ct_datasets).values():
+        n = normal_of(slices[0][1])
+        ordered = sorted((ds for _, ds in slices), key=lambda ds: float(np.array(ds.ImagePositionPatient) @ n))
+        ds = ordered[len(ordered) // 2]  # mid chest: lungs, mediastinum, spine, ribs
+        hu = apply_modality_lut(ds.pixel_array, ds).astype(float)
+        rows, cols = hu.shape
+        yy, xx = np.mgrid[:rows, :cols]
+        inside_fov = (yy - (rows - 1) / 2) ** 2 + (xx - (cols - 1) / 2) ** 2 <= (min(rows, cols) / 2) ** 2
+        values = hu[inside_fov]
+        assert (np.abs(values + 1000) < 100).mean() > 0.05  # air around the body
+        assert ((values > -950) & (values < -700)).mean() > 0.05  # aerated lung
+        assert ((values > -150) & (values < 120)).mean() > 0.05  # fat, muscle, mediastinum
+        # Bone: vertebrae and ribs, somewhere in the series (a disc or coarse pixels can dim one slice).
+        assert max(apply_modality_lut(ds.pixel_array, ds).max() for ds in ordered) > 200
+        assert hu[0, 0] in (-2000.0, -1024.0)  # padding outside the reconstruction circle
+
+
+def test_ct_each_finding_changes_only_its_own_region() -> None:
+    base = render_ct({}, seed=3)
+    assert base.shape == (32, 48, 48) and base.dtype == np.float32
+    mass = render_ct({"mass": True}, seed=3) - base
+    changed = np.abs(mass) > 1.0
+    assert 10 < changed.sum() < 0.03 * base.size and mass.max() > 500  # soft tissue replacing lung
+    effusion = render_ct({"effusion": True}, seed=3) - base
+    posterior, anterior = effusion[:, 24:], effusion[:, :24]  # rows run anterior → posterior
+    assert (posterior > 500).sum() > 50 and np.abs(anterior).max() < 300
+    assert np.abs(effusion[-3:]).max() < 1.0  # the apices stay dry
+    with pytest.raises(ValueError, match="findings"):
+        render_ct({"nodule": True})
+
+
+def test_ct_same_seed_same_bytes(ct_archive: SynthSummary, tmp_path: Path) -> None:
+    again = synth_ct(tmp_path / "again", CT_PATIENTS, CT_SEED, CT_SLICES, CT_SIZE)
+    assert file_hashes(again.root) == file_hashes(ct_archive.root)
+
+
+def test_ct_identifiers_stay_inside_the_files(
+    ct_archive: SynthSummary, ct_datasets: dict[Path, pydicom.Dataset]
+) -> None:
+    identifiers = set()
+    for ds in ct_datasets.values():
+        identifiers |= {str(ds.PatientName), ds.PatientID, ds.PatientBirthDate, ds.AccessionNumber}
+    paths = "\n".join(str(p.relative_to(ct_archive.root)) for p in ct_archive.root.rglob("*"))
+    labels = ct_archive.labels_csv.read_text()
+    for value in identifiers:
+        assert value not in paths and value not in labels
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"patients": 0}, "patients"), ({"slices": 4}, "slices"), ({"size": 8}, "size"), ({"seed": -1}, "seed")],
+)
+def test_ct_bad_arguments_name_the_argument(tmp_path: Path, kwargs: dict[str, int], name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        synth_ct(tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
