@@ -5,6 +5,20 @@ thresholds, versions, training config) and ``weights.safetensors`` (the backbone
 what gets logged to MLflow and registered; it is also embedded in every Lightning checkpoint under
 the ``"medres"`` key, so a checkpoint path scores the same way. Loading never unpickles: weights come
 from safetensors, checkpoints are read with ``torch.load(weights_only=True)``.
+
+Format versions (``format_version`` in ``package.json``)
+    1. The first format: backbone, findings, thresholds, preprocessing, spatial_dims/in_channels,
+       versions, training config.
+    2. Adds ``selection``: the series selection rules
+       (:meth:`medres.data.selection.SeriesSelection.to_dict`) that chose the training samples; scoring
+       applies the same rules before decoding a pixel. A format-1 package loads with the default
+       selection (no filtering), which is what it was trained with. 3D preprocessing settings (target
+       spacing, HU window, ...) live inside ``preprocessing`` and need no format change: an older
+       medres refuses them as unknown preprocessing keys.
+
+    Every key of a known format is known: an unknown key (top level, in ``preprocessing`` or in
+    ``selection``) is refused with a message naming the package, never silently ignored, and a
+    package newer than this medres is refused with "upgrade medres".
 """
 
 from __future__ import annotations
@@ -19,14 +33,31 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import medres
+from medres.data.selection import SeriesSelection
 from medres.data.transforms import Preprocessing
 from medres.models.registry import backbone_class_spec, create_backbone, import_module_class, is_model
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONTRACT_FILE = "package.json"
 WEIGHTS_FILE = "weights.safetensors"
 CHECKPOINT_KEY = "medres"
 BACKBONE_PREFIX = "backbone."
+# Top-level keys of package.json (every format up to FORMAT_VERSION); anything else is refused.
+CONTRACT_KEYS = frozenset(
+    {
+        "format_version",
+        "medres_version",
+        "backbone",
+        "backbone_args",
+        "findings",
+        "thresholds",
+        "preprocessing",
+        "selection",
+        "spatial_dims",
+        "in_channels",
+        "training_config",
+    }
+)
 
 
 def probability_column(finding: str) -> str:
@@ -57,6 +88,8 @@ class ModelPackage:
         state_dict: Backbone weights.
         medres_version: The medres version that trained it.
         training_config: The resolved training config (YAML text), for provenance.
+        selection: Which DICOM instances/series the model takes (the training data's selection rules); scoring
+            applies it verbatim. The default filters nothing.
     """
 
     backbone: str | dict[str, Any]
@@ -67,6 +100,7 @@ class ModelPackage:
     state_dict: dict[str, torch.Tensor] = field(repr=False)
     medres_version: str = medres.__version__
     training_config: str | None = field(default=None, repr=False)
+    selection: SeriesSelection = field(default_factory=SeriesSelection)
 
     def __post_init__(self) -> None:
         if not self.findings:
@@ -85,6 +119,7 @@ class ModelPackage:
             "findings": list(self.findings),
             "thresholds": [float(t) for t in self.thresholds],
             "preprocessing": self.preprocessing.to_dict(),
+            "selection": self.selection.to_dict(),
             "spatial_dims": self.preprocessing.spatial_dims,
             "in_channels": self.preprocessing.in_channels,
             "training_config": self.training_config,
@@ -102,6 +137,9 @@ class ModelPackage:
         missing = [k for k in ("backbone", "findings", "preprocessing", "thresholds") if k not in contract]
         if missing:
             raise PackageError(f"{source}: model package lacks {missing}")
+        unknown = sorted(set(contract) - CONTRACT_KEYS)
+        if unknown:
+            raise PackageError(f"{source}: unknown model package key(s) {unknown} in format {version}")
         backbone = contract["backbone"]
         if isinstance(backbone, str):
             if not is_model(backbone):
@@ -115,8 +153,18 @@ class ModelPackage:
                 raise PackageError(f"{source}: {err}") from err
         try:
             preprocessing = Preprocessing.from_dict(contract["preprocessing"])
+            # Format 1 had no selection: those models were trained on every instance, the default's behaviour.
+            selection = SeriesSelection.from_dict(contract.get("selection") or {})
         except (TypeError, ValueError) as err:
             raise PackageError(f"{source}: {err}") from err
+        if preprocessing.spatial_dims == 2 and selection.series_rules:
+            raise PackageError(f"{source}: selection {selection.series_rules} apply to 3D series only (spatial_dims=2)")
+        for key in ("spatial_dims", "in_channels"):
+            if key in contract and contract[key] != getattr(preprocessing, key):
+                raise PackageError(
+                    f"{source}: {key}={contract[key]!r} disagrees with preprocessing.{key}="
+                    f"{getattr(preprocessing, key)!r}"
+                )
         return cls(
             backbone=backbone if isinstance(backbone, str) else dict(backbone),
             backbone_args=dict(contract.get("backbone_args") or {}),
@@ -126,6 +174,7 @@ class ModelPackage:
             state_dict=state_dict,
             medres_version=str(contract.get("medres_version", "unknown")),
             training_config=contract.get("training_config"),
+            selection=selection,
         )
 
     # ---- model --------------------------------------------------------------------------------

@@ -1,21 +1,24 @@
-"""Files under an archive → preprocessed images or error records; a broken file never stops a batch."""
+"""Scoring samples → preprocessed images or ledger rows; a broken file never stops a batch."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import torch
 from monai.data import MetaTensor
 from torch.utils.data import Dataset
 
 from medres.data.dicom import DicomErrorKind, DicomReadError
-from medres.data.transforms import IDENTITY_COLUMNS, IMAGE_KEY, Preprocessing, eval_transforms
+from medres.data.transforms import IMAGE_KEY, Preprocessing, eval_transforms
+from medres.scoring.samples import ScoringSample, ledger_row
 
-UID_KEYS = IDENTITY_COLUMNS[1:]  # the UIDs, without the path
 PREPROCESSING_ERROR = "preprocessing_error"  # decoded, but the preprocessing pipeline failed on it
+SERIES_ERROR = "series_error"  # a readable file whose series could not be scored because another member failed
+# Kinds that describe the series as a whole: every member file gets them.
+_SERIES_KINDS = {DicomErrorKind.INCONSISTENT_SERIES, DicomErrorKind.MISSING_GEOMETRY}
 
 
 def find_read_error(err: BaseException) -> DicomReadError | None:
@@ -28,58 +31,63 @@ def find_read_error(err: BaseException) -> DicomReadError | None:
     return None
 
 
-def error_record(path: Path, relative_path: str, err: BaseException) -> dict[str, Any]:
-    """An error-ledger row: path, the UIDs if the header is readable, kind and a one-line message."""
+def failure_rows(sample: ScoringSample, root: Path, err: BaseException) -> list[dict[str, Any]]:
+    """Ledger rows for a sample that could not be scored: one per member file, each with a one-line message.
+
+    A single instance gets the error's kind. In a series, a file-level failure (truncated, decode_error, ...)
+    gives the failing file that kind and its sibling files ``series_error`` naming it; a series-level failure
+    (inconsistent_series, missing_geometry, a preprocessing error) gives every file the same kind.
+    """
     read_error = find_read_error(err)
-    kind = str(read_error.kind) if read_error is not None else PREPROCESSING_ERROR
-    message = read_error.message if read_error is not None else f"{type(err).__name__}: {err}".splitlines()[0]
-    uids: dict[str, str | None] = dict.fromkeys(UID_KEYS)
-    if read_error is None or read_error.kind != DicomErrorKind.NOT_DICOM:
-        # Plain pydicom, UIDs only: a file cut short in its pixel data still has a readable header,
-        # and its UIDs are what finds it again in the PACS.
-        try:
-            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(UID_KEYS))
-            uids = {key: str(header[key].value) if key in header else None for key in UID_KEYS}
-        except Exception:  # nothing readable: the path alone identifies the file
-            pass
-    return {"path": relative_path, **uids, "kind": kind, "message": message}
+    if read_error is None:
+        message = f"{type(err).__name__}: {err}".splitlines()[0]
+        return [ledger_row(member, PREPROCESSING_ERROR, message) for member in sample.members]
+    if len(sample.members) == 1 or read_error.kind in _SERIES_KINDS:
+        return [ledger_row(member, str(read_error.kind), read_error.message) for member in sample.members]
+    failing = os.path.relpath(read_error.path, root)  # the samples' paths are root-joined, so this is theirs
+    sibling = f"series not scored: {Path(failing).as_posix()}: {read_error.kind}"
+    return [
+        ledger_row(member, str(read_error.kind), read_error.message)
+        if os.path.normpath(member["path"]) == failing
+        else ledger_row(member, SERIES_ERROR, sibling)
+        for member in sample.members
+    ]
 
 
 class ScoringDataset(Dataset[dict[str, Any]]):
-    """Each item is ``{"path", "image", "uids"}`` for a scorable file or ``{"path", "error"}`` otherwise.
+    """Each item is ``{"image", "identity", "files"}`` for a scorable sample or ``{"errors"}`` otherwise.
 
     Args:
-        root: Archive root; paths in the results are relative to it.
-        paths: Files to score.
+        root: The input folder (ledger paths are relative to it).
+        samples: What to score (see :func:`medres.scoring.samples.plan_scoring`).
         preprocessing: The model package's preprocessing (the same pipeline training evaluated with).
     """
 
-    def __init__(self, root: Path, paths: Sequence[Path], preprocessing: Preprocessing) -> None:
+    def __init__(self, root: Path, samples: Sequence[ScoringSample], preprocessing: Preprocessing) -> None:
         self.root = root
-        self.paths = list(paths)
-        self.transform = eval_transforms(preprocessing, track_meta=True)
+        self.samples = list(samples)
+        self.transform = eval_transforms(preprocessing)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.paths[index]
-        relative = path.relative_to(self.root).as_posix()
+        sample = self.samples[index]
         try:
-            image = self.transform({IMAGE_KEY: str(path)})[IMAGE_KEY]
-        except Exception as err:  # every failure becomes a ledger row; the run goes on
-            return {"path": relative, "error": error_record(path, relative, err)}
-        meta = image.meta if isinstance(image, MetaTensor) else {}
+            image = self.transform({IMAGE_KEY: sample.image})[IMAGE_KEY]
+        except Exception as err:  # every failure becomes ledger rows; the run goes on
+            return {"errors": failure_rows(sample, self.root, err)}
         tensor = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
-        return {"path": relative, "image": tensor, "uids": {key: meta.get(key) for key in UID_KEYS}}
+        return {"image": tensor, "identity": sample.identity, "files": len(sample.members)}
 
 
 def collate_scoring(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the scorable images; pass error records through untouched."""
-    ok = [item for item in items if "error" not in item]
+    """Stack the scorable images; pass ledger rows through untouched."""
+    ok = [item for item in items if "errors" not in item]
     images = torch.stack([item["image"] for item in ok]) if ok else torch.empty(0)
     return {
         "image": images,  # (n_ok, C, *spatial)
-        "rows": [{"path": item["path"], **item["uids"]} for item in ok],
-        "errors": [item["error"] for item in items if "error" in item],
+        "rows": [item["identity"] for item in ok],
+        "files": sum(item["files"] for item in ok),  # input files these images stand for
+        "errors": [row for item in items for row in item.get("errors", [])],
     }

@@ -27,12 +27,21 @@ LEDGER_SCHEMA = pa.schema(
 )
 
 
-def prediction_schema(findings: Sequence[str]) -> pa.Schema:
+# A series row (3D models) adds how many input files the one prediction stands for.
+N_INSTANCES = "n_instances"
+
+
+def prediction_schema(findings: Sequence[str], series: bool = False) -> pa.Schema:
     """Prediction rows: UIDs, path, one probability and one call per finding, model name and version.
 
-    No patient-identifying column exists here by construction.
+    An instance row (2D model) names one file: ``path`` and its three UIDs. A series row (3D model,
+    ``series=True``) names one series: ``path`` is its first file in slice order (relative to the input
+    folder: unique, unlike a folder, which may hold several series), ``SOPInstanceUID`` is null,
+    ``SeriesInstanceUID``/``StudyInstanceUID`` are the series', and ``n_instances`` counts the input files
+    scored as that series. No patient-identifying column exists here by construction.
     """
     fields = [(name, pa.string()) for name in IDENTITY_COLUMNS]
+    fields += [(N_INSTANCES, pa.int32())] if series else []
     fields += [(probability_column(f), pa.float32()) for f in findings]
     fields += [(finding_column(f), pa.bool_()) for f in findings]
     fields += [("model_name", pa.string()), ("model_version", pa.string())]
@@ -50,7 +59,7 @@ def prediction_rows(
     """Prediction rows (see :func:`prediction_schema`) for one batch.
 
     Args:
-        identities: Per image: ``path`` and the three UIDs.
+        identities: Per image: ``path`` and the three UIDs (and ``n_instances`` for a series).
         probabilities: (N, F) probabilities, in ``findings`` order.
         findings: Label names.
         thresholds: Operating threshold per finding.
@@ -61,6 +70,8 @@ def prediction_rows(
     rows = []
     for i, identity in enumerate(identities):
         row = {key: identity.get(key) for key in IDENTITY_COLUMNS}
+        if N_INSTANCES in identity:
+            row[N_INSTANCES] = identity[N_INSTANCES]
         for j, finding in enumerate(findings):
             row[probability_column(finding)] = float(probabilities[i, j])
             row[finding_column(finding)] = bool(calls[i, j])

@@ -1,7 +1,9 @@
 import pandas as pd
+import pydicom
 import pytest
 import torch
 
+from medres.data.selection import SeriesSelection
 from medres.data.transforms import IMAGE_KEY, Preprocessing, eval_transforms
 from medres.package import CHECKPOINT_KEY
 from medres.scoring import score_archive
@@ -77,3 +79,28 @@ def test_missing_input_folder_is_named(checkpoint, tmp_path):
 def test_bad_model_reference_is_named(tmp_path):
     with pytest.raises(ValueError, match="models:/NAME/VERSION"):
         score_archive("models:/a/b/c", tmp_path, tmp_path / "p.parquet", progress=False)
+
+
+def test_a_2d_package_applies_its_selection_before_decoding(checkpoint, tiny_archive, tmp_path):
+    module = checkpoint[1]
+    contract = module.to_package().contract()
+    contract["selection"] = SeriesSelection(view_positions=("PA", "AP")).to_dict()
+    frontal_only = tmp_path / "frontal.ckpt"
+    torch.save({"state_dict": module.state_dict(), CHECKPOINT_KEY: contract}, frontal_only)
+    output = tmp_path / "preds.parquet"
+    summary = score_archive(str(frontal_only), tiny_archive, output, batch_size=4, num_workers=0, progress=False)
+
+    predictions = pd.read_parquet(output)
+    errors = pd.read_parquet(tmp_path / "preds.errors.parquet")
+    views = {
+        p.relative_to(tiny_archive).as_posix(): pydicom.dcmread(p, stop_before_pixels=True).ViewPosition
+        for p in dicom_files(tiny_archive)
+    }
+    laterals = {p for p, view in views.items() if view == "LL"}
+    assert laterals and set(predictions["path"]) == set(views) - laterals
+    not_selected = errors[errors["kind"] == "not_selected"]
+    assert set(not_selected["path"]) == laterals
+    assert not_selected["message"].str.contains("'LL' not in selection.view_positions").all()
+    assert not_selected["SOPInstanceUID"].notna().all()
+    assert summary.scored_files == summary.predictions == len(predictions) and not summary.series
+    assert len(predictions) + len(errors) == len(views) + 1  # + labels.csv, not DICOM

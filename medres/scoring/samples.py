@@ -1,0 +1,182 @@
+"""What a scoring run scores: header index → series selection → samples, and the files that go to the ledger.
+
+Before a pixel is decoded, every file under the input folder is indexed header-only (the same
+:func:`~medres.data.manifest.index_archive` training uses), the package's
+:class:`~medres.data.selection.SeriesSelection` is applied with the same
+:func:`~medres.data.selection.select` training used, and what is left becomes samples:
+
+- a 2D package scores one sample per instance;
+- a 3D package scores one sample per series: the series' manifest rows are planned header-only with
+  :func:`~medres.data.series.plan_series`; files the plan leaves out (localizers, duplicate positions) and every
+  file of a series with a fatal issue go to the ledger instead.
+
+Each input file is accounted for exactly once: as a member of a sample, or as a ledger row.
+
+Ledger kinds settled here (beside the reader's :class:`~medres.data.dicom.DicomErrorKind` values from the
+index, and the ``inconsistent_series``/``missing_geometry`` rejections of :func:`~medres.data.selection.select`):
+``not_selected`` (the package's selection rules, or a localizer or other-orientation slice the series plan
+dropped; the message is the reason) and ``duplicate`` (a second instance at a slice position the series
+already has).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pydicom
+
+from medres.data.datamodule import patient_key_salt
+from medres.data.dicom import DicomErrorKind, DicomReadError
+from medres.data.manifest import index_archive
+from medres.data.selection import SeriesSelection, dropped_reason, select
+from medres.data.series import SeriesIssue, plan_series
+from medres.data.transforms import IDENTITY_COLUMNS
+from medres.scoring.writers import N_INSTANCES
+
+log = logging.getLogger(__name__)
+
+UID_KEYS = IDENTITY_COLUMNS[1:]  # the UIDs, without the path
+
+
+@dataclass(frozen=True)
+class ScoringSample:
+    """One network input and the input files it stands for.
+
+    Attributes:
+        image: What the package's eval transforms load, absolute: one file path (2D), or the files of the
+            series the plan keeps, in slice order (3D).
+        identity: The prediction row's identity columns: ``path`` and the UIDs, plus ``n_instances`` for a series.
+        members: Per input file: ``path`` (relative to the input folder) and its UIDs, as the ledger writes them
+            if the sample fails.
+    """
+
+    image: str | list[str]
+    identity: dict[str, Any]
+    members: tuple[dict[str, Any], ...]
+
+
+@dataclass
+class ScoringPlan:
+    """Samples to run through the network and ledger rows settled before any pixel is read.
+
+    Attributes:
+        samples: In a stable order (path order for instances, first-slice path order for series).
+        ledger: Rows with ``path``, the UIDs, ``kind`` and ``message``.
+        n_files: Files found under the input folder (each is in a sample's members or in the ledger).
+    """
+
+    samples: list[ScoringSample] = field(default_factory=list)
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    n_files: int = 0
+
+
+def header_uids(path: Path) -> dict[str, str | None]:
+    """The three UIDs from ``path``'s header, or ``None`` each where unreadable.
+
+    Plain pydicom, UIDs only: a file cut short in its pixel data still has a readable header, and its UIDs
+    are what finds it again in the PACS.
+    """
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(UID_KEYS))
+    except Exception:  # nothing readable: the path alone identifies the file
+        return dict.fromkeys(UID_KEYS)
+    return {key: str(header[key].value) if key in header else None for key in UID_KEYS}
+
+
+def ledger_row(member: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
+    """A ledger row for one input file (``member`` holds its path and UIDs)."""
+    return {"path": member["path"], **{key: member.get(key) for key in UID_KEYS}, "kind": kind, "message": message}
+
+
+def _member(row: Any) -> dict[str, Any]:
+    """Path and UIDs of a manifest row (a pandas namedtuple or a mapping), nulls as ``None``."""
+    get = row.get if isinstance(row, dict) else lambda key: getattr(row, key)
+    return {key: None if pd.isna(value := get(key)) else str(value) for key in IDENTITY_COLUMNS}
+
+
+def plan_scoring(
+    root: Path,
+    spatial_dims: int,
+    selection: SeriesSelection,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> ScoringPlan:
+    """Index ``root`` header-only, apply ``selection`` and cut what is left into samples.
+
+    Args:
+        root: The input folder.
+        spatial_dims: The package's: 2 scores instances, 3 scores series.
+        selection: The package's selection rules.
+        num_workers: Processes for the header index (0: this process).
+        progress: Show the index progress bar.
+    """
+    # The salted patient key is computed as training computes it, but it never leaves this function:
+    # prediction and ledger rows carry UIDs and paths only.
+    manifest, index_errors = index_archive(root, salt=patient_key_salt(), num_workers=num_workers, progress=progress)
+    plan = ScoringPlan(n_files=len(manifest) + len(index_errors))
+    for error in index_errors.to_dict("records"):
+        path, kind = str(error["path"]), str(error["kind"])
+        uids = header_uids(root / path) if kind != DicomErrorKind.NOT_DICOM else dict.fromkeys(UID_KEYS)
+        plan.ledger.append({"path": path, **uids, "kind": kind, "message": str(error["message"])})
+    # 3D: select() also rejects series whose plan is fatal, with that error kind (inconsistent_series, ...).
+    kept, rejected = select(manifest, selection, spatial_dims, root=root)
+    plan.ledger += [ledger_row(_member(row), str(row.kind), str(row.message)) for row in rejected.itertuples()]
+    if spatial_dims == 2:
+        for row in kept.sort_values("path").itertuples(index=False):
+            member = _member(row)
+            plan.samples.append(ScoringSample(str(root / member["path"]), member, (member,)))
+    else:
+        for _, rows in kept.groupby("SeriesInstanceUID", sort=False, dropna=False):
+            sample, ledger = _series_sample(root, rows)
+            plan.ledger += ledger
+            if sample is not None:
+                plan.samples.append(sample)
+        plan.samples.sort(key=lambda sample: sample.identity["path"])
+    log.info("scoring %s: %d sample(s); %d file(s) settled in the ledger", root, len(plan.samples), len(plan.ledger))
+    return plan
+
+
+def _series_sample(root: Path, rows: pd.DataFrame) -> tuple[ScoringSample | None, list[dict[str, Any]]]:
+    """One series' sample (``None`` when it cannot be scored) and the ledger rows of files it leaves out.
+
+    The sample's image is the plan's files in slice order, as the data module gives training samples (the
+    reader plans them again, to the same volume); the files the plan leaves out go to the ledger with a reason.
+    """
+    records = {str(record["path"]): record for record in rows.sort_values("path").to_dict("records")}
+    members = {path: _member(record) for path, record in records.items()}
+    try:
+        series_plan = plan_series(rows, root=root)
+    except DicomReadError as err:  # a multi-frame header that cannot be read: the series cannot be planned
+        return None, [ledger_row(m, str(err.kind), err.message) for m in members.values()]
+    if series_plan.fatal_issues:  # select() rejects these already; kept here so no plan is read unchecked
+        kind, message = _fatal_reason(series_plan.fatal_issues)
+        return None, [ledger_row(m, kind, message) for m in members.values()]
+    relative = {str(root / path): path for path in records}  # the plan's paths are joined to root
+    files = list(dict.fromkeys(relative[str(p)] for p in series_plan.paths))  # slice order; multi-frame once
+    scored = set(files)
+    # A file none of whose slices (frames) made it into the volume was dropped by the plan; say why.
+    ledger = [
+        ledger_row(members[path], *dropped_reason(records[path], series_plan)) for path in records if path not in scored
+    ]
+    first = members[files[0]]
+    identity = {
+        "path": first["path"],
+        "SOPInstanceUID": None,
+        "SeriesInstanceUID": first["SeriesInstanceUID"],
+        "StudyInstanceUID": first["StudyInstanceUID"],
+        N_INSTANCES: len(files),
+    }
+    image = [str(root / path) for path in files]
+    return ScoringSample(image, identity, tuple(members[path] for path in files)), ledger
+
+
+def _fatal_reason(issues: Sequence[SeriesIssue]) -> tuple[str, str]:
+    """Ledger kind and message for a series that cannot become a volume (every file of it gets them)."""
+    missing = any(issue.kind == DicomErrorKind.MISSING_GEOMETRY for issue in issues)
+    kind = DicomErrorKind.MISSING_GEOMETRY if missing else DicomErrorKind.INCONSISTENT_SERIES
+    return str(kind), "; ".join(f"{issue.kind}: {issue.message}" for issue in issues)
