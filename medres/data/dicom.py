@@ -471,6 +471,11 @@ def _stored_range(ds: pydicom.Dataset) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
+def _slope_intercept(item: pydicom.Dataset) -> tuple[float, float]:
+    """An item's (or a dataset's) RescaleSlope and RescaleIntercept, defaulting to the identity."""
+    return float(item.get("RescaleSlope", 1.0) or 1.0), float(item.get("RescaleIntercept", 0.0) or 0.0)
+
+
 def _rescale(ds: pydicom.Dataset) -> tuple[float, float]:
     """(slope, intercept): top level, else an enhanced object's shared Pixel Value Transformation.
 
@@ -479,8 +484,8 @@ def _rescale(ds: pydicom.Dataset) -> tuple[float, float]:
     if "RescaleSlope" not in ds and "RescaleIntercept" not in ds:
         for group in ds.get("SharedFunctionalGroupsSequence") or []:
             for item in group.get("PixelValueTransformationSequence") or []:
-                return float(item.get("RescaleSlope", 1.0) or 1.0), float(item.get("RescaleIntercept", 0.0) or 0.0)
-    return float(ds.get("RescaleSlope", 1.0) or 1.0), float(ds.get("RescaleIntercept", 0.0) or 0.0)
+                return _slope_intercept(item)
+    return _slope_intercept(ds)
 
 
 def _per_frame_rescale(ds: pydicom.Dataset) -> list[tuple[float, float]] | None:
@@ -493,9 +498,7 @@ def _per_frame_rescale(ds: pydicom.Dataset) -> list[tuple[float, float]] | None:
         items = group.get("PixelValueTransformationSequence") or []
         if not items:
             return None  # partial per-frame groups: fall back to the shared/top-level values
-        pairs.append(
-            (float(items[0].get("RescaleSlope", 1.0) or 1.0), float(items[0].get("RescaleIntercept", 0.0) or 0.0))
-        )
+        pairs.append(_slope_intercept(items[0]))
     return pairs
 
 
