@@ -31,6 +31,7 @@ from medres.data.manifest import index_archive, iter_archive_files, join_labels,
 from medres.data.selection import REJECTED_COLUMNS, SeriesSelection, dropped_reason, select
 from medres.data.series import plan_series
 from medres.data.splits import load_or_create_splits
+from medres.data.summary import DataSummary
 from medres.data.transforms import (
     IDENTITY_COLUMNS,
     IMAGE_KEY,
@@ -45,6 +46,7 @@ from medres.data.transforms import (
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+SAMPLE_INDEX_KEY = "sample_index"
 SALT_ENV = "MEDRES_PATIENT_KEY_SALT"
 # Used when the site sets no salt: keys stay stable and never show the raw ID, but anyone holding
 # the ID list can recompute them. Production sites set MEDRES_PATIENT_KEY_SALT to a secret.
@@ -128,6 +130,7 @@ class DicomDataModule(pl.LightningDataModule):
         self.index_workers = index_workers
         self.predict_split = predict_split
         self.samples: dict[str, list[dict[str, Any]]] = {}
+        self._labeled: pd.DataFrame | None = None
 
     @property
     def manifest_path(self) -> Path:
@@ -190,6 +193,7 @@ class DicomDataModule(pl.LightningDataModule):
             labeled["patient_key"].unique(), self.splits_path, fractions=self.split_fractions, seed=self.split_seed
         )
         labeled = labeled.assign(split=labeled["patient_key"].map(splits))
+        self._labeled = labeled
         self.samples = {split: self._records(labeled[labeled["split"] == split]) for split in SPLITS}
         log.info(
             "samples per split: %s; positives per finding (train): %s",
@@ -220,6 +224,21 @@ class DicomDataModule(pl.LightningDataModule):
     def has_split(self, split: str) -> bool:
         """Whether ``split`` holds any sample (after :meth:`setup`)."""
         return bool(self.samples.get(split))
+
+    def summary(self) -> DataSummary:
+        """Split sizes, label counts per finding and a fingerprint of the samples (after :meth:`setup`).
+
+        Only counts, pseudonymous keys' hash and the labels' hash: safe to log to a tracking server.
+        """
+        if self._labeled is None:
+            raise RuntimeError("DicomDataModule.setup() has not run")
+        return DataSummary.from_samples(self._labeled, self.findings)
+
+    def patient_keys(self, split: str) -> list[str]:
+        """Pseudonymous patient key of each sample of ``split``, in loader order (for clustered bootstrap CIs)."""
+        if self._labeled is None:
+            raise RuntimeError("DicomDataModule.setup() has not run")
+        return [str(k) for k in self._labeled.loc[self._labeled["split"] == split, "patient_key"]]
 
     # ---- helpers -------------------------------------------------------------------------------
     def _sample_table(self) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -299,9 +318,10 @@ class DicomDataModule(pl.LightningDataModule):
                 identity["n_instances"] = len(files)  # the prediction writer's series rows carry it, as scoring's do
         else:
             images = [str(self.root / identity["path"]) for identity in identities]
+        # sample_index: the row's place in its split, so predictions gathered across DDP ranks can be put back in order.
         return [
-            {**identity, IMAGE_KEY: image, "label": label}
-            for identity, image, label in zip(identities, images, labels, strict=True)
+            {**identity, IMAGE_KEY: image, "label": label, SAMPLE_INDEX_KEY: i}
+            for i, (identity, image, label) in enumerate(zip(identities, images, labels, strict=True))
         ]
 
     def _split(self, split: str) -> Sequence[dict[str, Any]]:

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.loggers import MLFlowLogger
 from torchmetrics.classification import MultilabelAUROC
 from torchmetrics.utilities import dim_zero_cat
 
 import medres
+from medres.data.datamodule import SAMPLE_INDEX_KEY
 from medres.data.selection import SeriesSelection
 from medres.data.transforms import Preprocessing
+from medres.evaluation.thresholds import OperatingPoint, ThresholdRule, choose_thresholds
 from medres.models.weights import load_pretrained
 from medres.package import CHECKPOINT_KEY, ModelPackage, build_backbone
 from medres.tasks.losses import UncertainPolicy, masked_bce_with_logits, resolve_labels
+from medres.tasks.outputs import EpochPredictions, PredictionCollector
 
 IGNORE_INDEX = -1  # torchmetrics' marker for "leave this label out"
+# Checkpoint entries beside Lightning's own: the validation operating points the thresholds were chosen at, and
+# the MLflow run that wrote the checkpoint (``medres fit --ckpt_path`` continues it).
+OPERATING_POINTS_KEY = "medres_operating_points"
+MLFLOW_RUN_KEY = "medres_mlflow_run"
 
 
 class MaskedMultilabelAUROC(MultilabelAUROC):
@@ -60,7 +69,10 @@ class MultiLabelDetection(pl.LightningModule):
         pretrained_layout: Layout of ``pretrained``; ``auto`` recognises it from the keys.
         uncertain_policy: ``ignore``, ``positive`` or ``negative`` for -1 labels.
         pos_weight: Optional weight of positives per finding in the loss (imbalance).
-        thresholds: Operating threshold per finding for the packaged model (default 0.5 each).
+        threshold_rule: How each finding's operating threshold is chosen on the validation predictions after every
+            validation epoch (Youden's J, a target sensitivity or specificity, or fixed); each checkpoint carries
+            the thresholds of its own epoch, so the registered best checkpoint brings its own.
+        thresholds: Fixed operating thresholds, one per finding; when given, ``threshold_rule`` is not applied.
         optimizer: Optimizer factory, from the config's ``class_path``/``init_args``.
         scheduler: Optional LR scheduler factory, stepped once per epoch.
     """
@@ -78,6 +90,7 @@ class MultiLabelDetection(pl.LightningModule):
         pretrained_layout: Literal["auto", "torchvision", "medicalnet", "medres"] = "auto",
         uncertain_policy: Literal["ignore", "positive", "negative"] = "ignore",
         pos_weight: list[float] | None = None,
+        threshold_rule: ThresholdRule | None = None,
         thresholds: list[float] | None = None,
         optimizer: OptimizerCallable = _default_optimizer,
         scheduler: LRSchedulerCallable | None = None,
@@ -95,7 +108,13 @@ class MultiLabelDetection(pl.LightningModule):
         self.backbone_name = backbone
         self.backbone_args = dict(backbone_args or {})
         self.uncertain_policy = UncertainPolicy(uncertain_policy)
-        self.thresholds = list(thresholds) if thresholds is not None else [0.5] * len(findings)
+        self.threshold_rule = threshold_rule or ThresholdRule()
+        self.fixed_thresholds = thresholds is not None
+        self.thresholds = (
+            [float(t) for t in thresholds] if thresholds is not None else [self.threshold_rule.fixed] * len(findings)
+        )
+        self.operating_points: list[OperatingPoint] = []
+        self.test_predictions: EpochPredictions | None = None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.backbone = build_backbone(backbone, self.backbone_args, self.preprocessing, len(findings))
@@ -120,6 +139,8 @@ class MultiLabelDetection(pl.LightningModule):
         )
         self.val_auroc = self._auroc()
         self.test_auroc = self._auroc()
+        self.val_outputs = PredictionCollector()
+        self.test_outputs = PredictionCollector()
 
     def _auroc(self) -> MaskedMultilabelAUROC:
         return MaskedMultilabelAUROC(num_labels=len(self.findings), average=None, ignore_index=IGNORE_INDEX)
@@ -144,20 +165,35 @@ class MultiLabelDetection(pl.LightningModule):
 
     # ---- validation / test ---------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Loss and AUROC state update."""
-        self._evaluate(batch, "val", self.val_auroc)
+        """Loss, AUROC state and the epoch's predictions."""
+        self._evaluate(batch, batch_idx, "val", self.val_auroc, self.val_outputs)
 
     def on_validation_epoch_end(self) -> None:
-        """Per-finding and macro AUROC for the epoch."""
+        """Per-finding and macro AUROC for the epoch, and the operating thresholds chosen on its predictions.
+
+        ``ModelCheckpoint`` saves after this hook, so every checkpoint holds the thresholds of its own epoch.
+        """
         self._log_auroc("val", self.val_auroc)
+        predictions = self.val_outputs.compute()
+        self.val_outputs.reset()
+        if self.trainer.sanity_checking or len(predictions) == 0 or self.fixed_thresholds:
+            return
+        self.operating_points = choose_thresholds(predictions.probs, predictions.targets, self.threshold_rule)
+        self.thresholds = [point.threshold for point in self.operating_points]
+        for finding, point in zip(self.findings, self.operating_points, strict=True):
+            self.log(f"val/threshold_{finding}", point.threshold, sync_dist=False)
+            self.log(f"val/sensitivity_{finding}", point.sensitivity, sync_dist=False)
+            self.log(f"val/specificity_{finding}", point.specificity, sync_dist=False)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Loss and AUROC state update."""
-        self._evaluate(batch, "test", self.test_auroc)
+        """Loss, AUROC state and the predictions (kept for the run's review artifacts)."""
+        self._evaluate(batch, batch_idx, "test", self.test_auroc, self.test_outputs)
 
     def on_test_epoch_end(self) -> None:
-        """Per-finding and macro AUROC on the test split."""
+        """Per-finding and macro AUROC on the test split; the predictions stay in ``test_predictions``."""
         self._log_auroc("test", self.test_auroc)
+        self.test_predictions = self.test_outputs.compute()
+        self.test_outputs.reset()
 
     # ---- predict -------------------------------------------------------------------------------
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -175,8 +211,22 @@ class MultiLabelDetection(pl.LightningModule):
 
     # ---- checkpoint and package ----------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Embed the model contract so a checkpoint path can be scored like a registered model."""
+        """Embed the model contract (a checkpoint path scores like a registered model) and the MLflow run."""
         checkpoint[CHECKPOINT_KEY] = self.to_package().contract()
+        checkpoint[OPERATING_POINTS_KEY] = [asdict(point) for point in self.operating_points]
+        mlflow_logger = next((lg for lg in self.trainer.loggers if isinstance(lg, MLFlowLogger)), None)
+        if mlflow_logger is not None and mlflow_logger.run_id is not None:
+            checkpoint[MLFLOW_RUN_KEY] = {
+                "run_id": mlflow_logger.run_id,
+                "experiment_id": mlflow_logger.experiment_id,
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the checkpoint's thresholds, so testing or registering it uses the ones chosen with it."""
+        contract = checkpoint.get(CHECKPOINT_KEY)
+        if contract is not None and len(contract.get("thresholds", [])) == len(self.findings):
+            self.thresholds = [float(t) for t in contract["thresholds"]]
+        self.operating_points = [OperatingPoint(**point) for point in checkpoint.get(OPERATING_POINTS_KEY, [])]
 
     def to_package(self, training_config: str | None = None) -> ModelPackage:
         """The current weights and contract as a :class:`~medres.package.ModelPackage`."""
@@ -199,11 +249,24 @@ class MultiLabelDetection(pl.LightningModule):
         loss = masked_bce_with_logits(logits, targets, mask, self.pos_weight)
         return loss, logits, targets, mask
 
-    def _evaluate(self, batch: dict[str, Any], stage: str, auroc: MultilabelAUROC) -> None:
+    def _evaluate(
+        self,
+        batch: dict[str, Any],
+        batch_idx: int,
+        stage: str,
+        auroc: MultilabelAUROC,
+        outputs: PredictionCollector,
+    ) -> None:
         loss, logits, targets, mask = self._shared_step(batch)
-        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]), sync_dist=True)
+        batch_size = len(batch["image"])
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        probs = torch.sigmoid(logits.float())
         metric_targets = torch.where(mask, targets.long(), torch.full_like(targets, IGNORE_INDEX, dtype=torch.long))
-        auroc.update(torch.sigmoid(logits.float()), metric_targets)
+        auroc.update(probs, metric_targets)
+        index = batch.get(SAMPLE_INDEX_KEY)
+        if index is None:  # a data module of the user's own: batches in loader order (exact on one process)
+            index = torch.arange(batch_size, device=probs.device) + batch_idx * batch_size
+        outputs.update(probs, torch.where(mask, targets.float(), torch.full_like(probs, float("nan"))), index)
 
     def _log_auroc(self, stage: str, auroc: MultilabelAUROC) -> None:
         per_finding = auroc.compute()

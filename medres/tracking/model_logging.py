@@ -8,14 +8,13 @@ from pathlib import Path
 
 import mlflow
 import pytorch_lightning as pl
-import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
 import medres
-from medres.package import ModelPackage, backbone_state
+from medres.package import ModelPackage
 from medres.tracking.pyfunc import PACKAGE_ARTIFACT, MedresPyfuncModel, model_signature
 
 log = logging.getLogger(__name__)
@@ -77,12 +76,17 @@ class RegisterModel(pl.Callback):
         to_package = getattr(pl_module, "to_package", None)
         if to_package is None:
             raise TypeError(f"{type(pl_module).__name__} has no to_package(); cannot register it")
-        package: ModelPackage = to_package(training_config=_run_config(logger))
+        training_config = _run_config(logger)
         callback = trainer.checkpoint_callback
         best = callback.best_model_path if isinstance(callback, ModelCheckpoint) else ""
-        if best:  # register the checkpoint that won on validation, not the last epoch's weights
-            checkpoint = torch.load(best, map_location="cpu", weights_only=True)
-            package.state_dict = backbone_state(checkpoint["state_dict"])
+        package: ModelPackage
+        if best:
+            # The checkpoint that won on validation, with the thresholds chosen at its own epoch, not the last
+            # epoch's weights and thresholds.
+            package = ModelPackage.from_checkpoint(Path(best))
+            package.training_config = training_config
+        else:
+            package = to_package(training_config=training_config)
         tracking_uri = logger.experiment.tracking_uri
         self.model_info = log_model_package(package, logger.run_id, tracking_uri, self.model_name)
         log.info("registered %s version %s", self.model_name, self.model_info.registered_model_version)

@@ -82,3 +82,53 @@ def test_pretrained_initialises_the_backbone_but_keeps_the_head_sized_to_the_fin
 def test_missing_pretrained_file_is_named(tmp_path):
     with pytest.raises(ValueError, match="nowhere.pth"):
         tiny_module(pretrained=str(tmp_path / "nowhere.pth"))
+
+
+def _batches(n: int = 16, seed: int = 0) -> list[dict]:
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n, len(FINDINGS)), generator=generator).float()
+    labels[0, 2] = float("nan")  # an unknown label is left out of the thresholds too
+    images = torch.randn(n, 1, 32, 32, generator=generator) + labels[:, :1, None, None]
+    return [{"image": images[i], "label": labels[i], "sample_index": i} for i in range(n)]
+
+
+def test_validation_chooses_thresholds_by_the_rule_and_checkpoints_carry_them(tmp_path):
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader
+
+    from medres.evaluation.thresholds import ThresholdRule, choose_thresholds
+    from medres.package import CHECKPOINT_KEY
+
+    torch.manual_seed(0)
+    rule = ThresholdRule(method="specificity", target=0.75)
+    module = tiny_module(threshold_rule=rule)
+    data = _batches()
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="epoch{epoch}", save_top_k=-1)
+    trainer = pl.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, callbacks=[checkpoint], enable_progress_bar=False
+    )
+    trainer.fit(module, DataLoader(data, batch_size=8), DataLoader(data, batch_size=5))
+
+    module.eval()
+    with torch.no_grad():
+        probs = torch.sigmoid(module(torch.stack([d["image"] for d in data]))).numpy()
+    targets = torch.stack([d["label"] for d in data]).numpy()
+    expected = choose_thresholds(probs, targets, rule)
+    assert module.thresholds == pytest.approx([p.threshold for p in expected])
+    for point in expected:
+        assert point.specificity >= 0.75 or point.note
+    saved = torch.load(next(tmp_path.glob("*.ckpt")), map_location="cpu", weights_only=True)
+    assert saved[CHECKPOINT_KEY]["thresholds"] == pytest.approx(module.thresholds)
+
+    fresh = tiny_module()
+    assert fresh.thresholds == [0.5] * 3
+    fresh.on_load_checkpoint(saved)
+    assert fresh.thresholds == pytest.approx(module.thresholds)
+    assert [p.sensitivity for p in fresh.operating_points] == pytest.approx([p.sensitivity for p in expected])
+
+
+def test_fixed_thresholds_are_kept():
+    module = tiny_module(thresholds=[0.2, 0.3, 0.4])
+    assert module.to_package().thresholds == [0.2, 0.3, 0.4]
+    assert module.fixed_thresholds
