@@ -19,13 +19,26 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from medres.data.datamodule import DicomDataModule
 from medres.scoring.prediction_writer import DetectionPredictionWriter
-from medres.tasks.detection import MultiLabelDetection
+from medres.tasks.detection import MLFLOW_RUN_KEY, MultiLabelDetection
 from medres.tracking.config_logging import MLflowSaveConfig
 from medres.tracking.defaults import disable_telemetry
 from medres.tracking.logger import MLflowLogger
 from medres.tracking.model_logging import RegisterModel
+from medres.tracking.review import ReviewRun
 
 TRAINER_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+log = logging.getLogger(__name__)
+
+
+def checkpoint_mlflow_run(ckpt_path: str | Path | None) -> str | None:
+    """The MLflow run id a medres checkpoint was written under, if ``ckpt_path`` is such a file."""
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return None  # "last"/"best" and missing files are Lightning's to resolve or refuse
+    import torch
+
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    run = checkpoint.get(MLFLOW_RUN_KEY) if isinstance(checkpoint, dict) else None
+    return str(run["run_id"]) if run else None
 
 
 class MedresCLI(LightningCLI):
@@ -47,7 +60,22 @@ class MedresCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(RegisterModel, "register")
+        parser.add_lightning_class_args(ReviewRun, "review")
         parser.add_lightning_class_args(DetectionPredictionWriter, "predictions")
+
+    def before_instantiate_classes(self) -> None:
+        """``fit --ckpt_path FILE`` continues the MLflow run that wrote the checkpoint instead of starting one."""
+        if self.subcommand != "fit":
+            return
+        config = self.config["fit"]
+        run = checkpoint_mlflow_run(config.get("ckpt_path"))
+        logger = config.trainer.get("logger")
+        if run is None or logger is None or isinstance(logger, bool | list):
+            return
+        init_args = logger.get("init_args")
+        if init_args is not None and "run_id" in init_args and init_args.run_id is None:
+            init_args.run_id = run
+            log.info("resuming MLflow run %s from %s", run, config.ckpt_path)
 
     def after_fit(self) -> None:
         """Evaluate the best checkpoint on the test split (when there is one) into the same MLflow run."""

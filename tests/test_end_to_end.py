@@ -43,7 +43,9 @@ def medres(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproce
     return result
 
 
-def fit(archive: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def fit(
+    archive: Path, cwd: Path, env: dict[str, str] | None = None, extra: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return medres(
         "fit",
         "--config",
@@ -53,6 +55,7 @@ def fit(archive: Path, cwd: Path, env: dict[str, str] | None = None) -> subproce
         "--data.root",
         str(archive),
         *TINY,
+        *(extra or []),
         cwd=cwd,
         env=env,
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import MLFlowLogger
+
+log = logging.getLogger(__name__)
 
 # MLflow rejects param values over 6,000 characters; long lists are still readable in config.yaml.
 MAX_PARAM_CHARS = 500
@@ -44,5 +47,22 @@ class MLflowSaveConfig(SaveConfigCallback):
         flat = dict(flatten_config(yaml.safe_load(config_yaml)))
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger):
-                logger.experiment.log_text(logger.run_id, config_yaml, "config.yaml")
-                logger.log_hyperparams(flat)
+                logged = logger.experiment.get_run(logger.run_id).data.params
+                if not logged:
+                    logger.experiment.log_text(logger.run_id, config_yaml, "config.yaml")
+                    logger.log_hyperparams(flat)
+                    continue
+                # A resumed run (fit --ckpt_path): MLflow refuses to change a param, so the original config.yaml
+                # and params stay; the resumed config is kept beside them and new keys are added.
+                resumes = sum(name.startswith("config.resume") for name in _artifact_names(logger))
+                logger.experiment.log_text(logger.run_id, config_yaml, f"config.resume-{resumes + 1}.yaml")
+                changed = sorted(k for k, v in flat.items() if k in logged and logged[k] != v)
+                if changed:
+                    log.warning("resumed run keeps its original params; changed on resume: %s", ", ".join(changed))
+                new = {k: v for k, v in flat.items() if k not in logged}
+                if new:
+                    logger.log_hyperparams(new)
+
+
+def _artifact_names(logger: MLFlowLogger) -> list[str]:
+    return [info.path for info in logger.experiment.list_artifacts(logger.run_id)]

@@ -8,6 +8,9 @@ from pytorch_lightning.loggers import MLFlowLogger
 
 from medres.tracking.defaults import default_artifact_location, disable_telemetry, resolve_tracking_uri
 
+# MLflow shows this tag as the run's description.
+DESCRIPTION_TAG = "mlflow.note.content"
+
 
 class MLflowLogger(MLFlowLogger):
     """One MLflow run per fit, written to a local SQLite store unless a tracking URI is given.
@@ -19,6 +22,7 @@ class MLflowLogger(MLFlowLogger):
     Args:
         experiment_name: MLflow experiment; created if missing.
         run_name: Name shown in the MLflow UI.
+        description: The run's description in the MLflow UI (markdown): what the experiment tries, for the reviewer.
         tracking_uri: Server or store URI; default from ``MLFLOW_TRACKING_URI``, else the SQLite file.
         tags: Extra run tags. Never put patient-identifying values here.
         artifact_location: Artifact root for a newly created experiment.
@@ -30,6 +34,7 @@ class MLflowLogger(MLFlowLogger):
         self,
         experiment_name: str = "medres",
         run_name: str | None = None,
+        description: str | None = None,
         tracking_uri: str | None = None,
         tags: dict[str, Any] | None = None,
         artifact_location: str | None = None,
@@ -38,6 +43,9 @@ class MLflowLogger(MLFlowLogger):
     ) -> None:
         disable_telemetry()
         uri = resolve_tracking_uri(tracking_uri)
+        tags = dict(tags or {})
+        if description:
+            tags[DESCRIPTION_TAG] = description
         super().__init__(
             experiment_name=experiment_name,
             run_name=run_name,
