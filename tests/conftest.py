@@ -18,7 +18,18 @@ from medres.data.synthetic import synth_chest_xray
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
 
-IDENTIFYING_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName")
+IDENTIFYING_TAGS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "AccessionNumber",
+    "InstitutionName",
+    # planted by `planted_archive`: places a pipeline might copy from without thinking of them as identifying
+    "OtherPatientIDs",
+    "PatientAddress",
+    "ReferringPhysicianName",
+    "InstitutionAddress",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -35,6 +46,23 @@ def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic chest X-ray archive (read-only by convention: copy it before changing it)."""
     root = tmp_path_factory.mktemp("archives") / "cxr"
     synth_chest_xray(root, patients=12, seed=0, image_size=64)
+    return root
+
+
+@pytest.fixture(scope="session")
+def planted_archive(tiny_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny archive with identifying values planted in more header fields, each unique per patient."""
+    root = tmp_path_factory.mktemp("planted") / "cxr"
+    shutil.copytree(tiny_archive, root)
+    for path in dicom_files(root):
+        ds = pydicom.dcmread(path)
+        patient = str(ds.PatientID)
+        ds.OtherPatientIDs = f"MRN{patient}X"
+        ds.PatientAddress = f"{patient} Plantedstreet Springfield"
+        ds.ReferringPhysicianName = f"Referrer^Planted{patient}"
+        ds.InstitutionAddress = f"Planted Clinic Road {patient}"
+        ds.StudyDescription = f"CHEST PA for {ds.PatientName}"  # a name where a description belongs
+        ds.save_as(path)
     return root
 
 

@@ -10,6 +10,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import MLFlowLogger
 
+from medres.tracking.privacy import allowed_params
+
 log = logging.getLogger(__name__)
 
 # MLflow rejects param values over 6,000 characters; long lists are still readable in config.yaml.
@@ -44,7 +46,7 @@ class MLflowSaveConfig(SaveConfigCallback):
         import yaml
 
         config_yaml = self.parser.dump(self.config, skip_none=False)
-        flat = dict(flatten_config(yaml.safe_load(config_yaml)))
+        flat = allowed_params(dict(flatten_config(yaml.safe_load(config_yaml))))
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger):
                 logged = logger.experiment.get_run(logger.run_id).data.params

@@ -10,14 +10,25 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from mlflow import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
 
 from medres.data.datamodule import DicomDataModule
 from medres.data.summary import DataSummary
+from medres.evaluation.gradcam import gradcam_montage
+from medres.evaluation.metrics import evaluate
+from medres.evaluation.model_card import render_model_card
+from medres.evaluation.plots import plot_calibration, plot_confusion, plot_roc_pr
+from medres.tasks.detection import MultiLabelDetection
+from medres.tasks.outputs import EpochPredictions
+from medres.tracking.model_logging import RegisterModel
+from medres.tracking.privacy import allowed_tags
 from medres.tracking.provenance import provenance_tags
 
 log = logging.getLogger(__name__)
@@ -38,7 +49,7 @@ class ReviewRun(pl.Callback):
         system_metrics_interval: Seconds between system-metric samples.
         montage_images: Validation images in the Grad-CAM montage (0: no montage).
         bootstrap_resamples: Resamples (of patients) for the model card's 95 % confidence intervals.
-        intended_use: The model card's intended-use paragraph; a research-use default when empty.
+        synthetic_data: Say in the model card that the data is synthetic (the demo archives).
         enabled: Set false to log nothing beyond Lightning's metrics.
     """
 
@@ -48,7 +59,7 @@ class ReviewRun(pl.Callback):
         system_metrics_interval: float = 10.0,
         montage_images: int = 16,
         bootstrap_resamples: int = 1000,
-        intended_use: str | None = None,
+        synthetic_data: bool = False,
         enabled: bool = True,
     ) -> None:
         if system_metrics_interval <= 0:
@@ -59,7 +70,7 @@ class ReviewRun(pl.Callback):
         self.system_metrics_interval = system_metrics_interval
         self.montage_images = montage_images
         self.bootstrap_resamples = bootstrap_resamples
-        self.intended_use = intended_use
+        self.synthetic_data = synthetic_data
         self.enabled = enabled
         self._monitor: Any = None
         self.data_summary: DataSummary | None = None
@@ -79,7 +90,7 @@ class ReviewRun(pl.Callback):
             self.data_summary = datamodule.summary()
             tags.update(self.data_summary.tags())
             client.log_text(logger.run_id, json.dumps(self.data_summary.to_dict(), indent=2), "data_summary.json")
-        for key, value in tags.items():
+        for key, value in allowed_tags(tags).items():
             client.set_tag(logger.run_id, key, value)
         if self.system_metrics:
             self._start_system_metrics(logger, resumed=trainer.ckpt_path is not None)
@@ -91,6 +102,108 @@ class ReviewRun(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         """Stop the sampling thread on a crash or Ctrl-C too."""
         self._stop_system_metrics()
+
+    # ---- test: the review ------------------------------------------------------------------------------------
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log plots, Grad-CAM montage, metrics with CIs and the model card of the tested (best) checkpoint."""
+        logger = mlflow_logger(trainer)
+        predictions: EpochPredictions | None = getattr(pl_module, "test_predictions", None)
+        if not self.enabled or not trainer.is_global_zero or logger is None or logger.run_id is None:
+            return
+        if not isinstance(pl_module, MultiLabelDetection) or predictions is None or len(predictions) == 0:
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        groups = None
+        if isinstance(datamodule, DicomDataModule):
+            keys = datamodule.patient_keys("test")
+            groups = [keys[i] for i in predictions.index]  # bootstrap whole patients, not images
+        report = evaluate(
+            predictions.probs,
+            predictions.targets,
+            pl_module.findings,
+            pl_module.thresholds,
+            groups=groups,
+            resamples=self.bootstrap_resamples,
+        )
+        client: MlflowClient = logger.experiment
+        # CIs, AP, sensitivity/specificity at the thresholds, ECE; the point AUROCs are already logged by the module.
+        already = set(trainer.callback_metrics)
+        for key, value in report.to_dict(prefix="test/").items():
+            if key not in already:
+                client.log_metric(logger.run_id, key, float(value))
+        registered = self._registered_version(trainer)
+        card = render_model_card(
+            report,
+            pl_module.operating_points,
+            pl_module.threshold_rule,
+            model_name=registered[0] if registered else None,
+            model_version=registered[1] if registered else None,
+            backbone=str(pl_module.backbone_name),
+            parameters=sum(p.numel() for p in pl_module.backbone.parameters()),
+            spatial_dims=pl_module.preprocessing.spatial_dims,
+            in_channels=pl_module.preprocessing.in_channels,
+            preprocessing=pl_module.preprocessing.to_dict(),
+            data_summary=self.data_summary.to_dict() if self.data_summary else None,
+            synthetic_data=self.synthetic_data,
+            run_id=logger.run_id,
+        )
+        with tempfile.TemporaryDirectory(prefix="medres-review-") as tmp:
+            out = Path(tmp)
+            probs, targets, findings = predictions.probs, predictions.targets, pl_module.findings
+            plot_roc_pr(probs, targets, findings, out, pl_module.thresholds)
+            plot_confusion(probs, targets, findings, pl_module.thresholds, out / "confusion_matrix.png")
+            plot_calibration(probs, targets, findings, out / "calibration.png")
+            if self.montage_images and isinstance(datamodule, DicomDataModule):
+                self._montage(pl_module, datamodule, out / "gradcam_montage.png")
+            (out / "model_card.md").write_text(card)
+            (out / "metrics.json").write_text(json.dumps(report.to_dict(), indent=2, allow_nan=True) + "\n")
+            client.log_artifacts(logger.run_id, str(out), REVIEW_ARTIFACT_DIR)
+        if registered:
+            self._describe_version(client, *registered, card, pl_module)
+
+    def _montage(self, module: MultiLabelDetection, datamodule: DicomDataModule, out_path: Path) -> None:
+        """Grad-CAM over the first validation images, captioned with their place in the split only."""
+        images, labels = [], []
+        for batch in datamodule.val_dataloader():
+            images.append(batch["image"].as_tensor() if hasattr(batch["image"], "as_tensor") else batch["image"])
+            labels.append(batch["label"])
+            if sum(len(b) for b in images) >= self.montage_images:
+                break
+        pixels = torch.cat(images)[: self.montage_images].float()
+        targets = torch.cat(labels)[: self.montage_images].float()
+        targets = torch.where(targets < 0, torch.full_like(targets, float("nan")), targets)  # uncertain: shown as ?
+        backbone = module.backbone
+        device = next(backbone.parameters()).device
+        with torch.no_grad():
+            probs = torch.sigmoid(backbone(pixels.to(device)).float()).cpu()
+        # The backbone, not the LightningModule: Grad-CAM works on a copy, and that must not copy the trainer.
+        gradcam_montage(
+            backbone,
+            pixels.to(device),
+            probs.numpy(),
+            targets.numpy(),
+            module.findings,
+            module.thresholds,
+            [f"val #{i}" for i in range(len(pixels))],
+            out_path,
+        )
+
+    def _registered_version(self, trainer: pl.Trainer) -> tuple[str, str] | None:
+        register = next((c for c in trainer.callbacks if isinstance(c, RegisterModel)), None)  # type: ignore[attr-defined]
+        info = register.model_info if register is not None else None
+        if info is None or info.registered_model_version is None:
+            return None
+        return register.model_name, str(info.registered_model_version)  # type: ignore[union-attr]
+
+    def _describe_version(
+        self, client: MlflowClient, name: str, version: str, card: str, module: MultiLabelDetection
+    ) -> None:
+        """The registered version's description is its model card; thresholds and rule also go in its tags."""
+        registry = MlflowClient(tracking_uri=client.tracking_uri, registry_uri=client.tracking_uri)
+        registry.update_model_version(name, version, description=card)
+        registry.set_model_version_tag(name, version, "medres.threshold_rule", module.threshold_rule.describe())
+        for finding, threshold in zip(module.findings, module.thresholds, strict=True):
+            registry.set_model_version_tag(name, version, f"medres.threshold.{finding}", f"{threshold:.6g}")
 
     def _start_system_metrics(self, logger: MLFlowLogger, resumed: bool) -> None:
         # MLflow's monitor samples in a thread and logs system/* metrics to the run; it needs psutil.
