@@ -15,7 +15,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 
 import medres
 from medres.package import ModelPackage
-from medres.tracking.pyfunc import PACKAGE_ARTIFACT, MedresPyfuncModel, model_signature
+from medres.tracking.pyfunc import MODEL_CODE, PACKAGE_ARTIFACT, model_signature
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,10 @@ def log_model_package(
 ) -> ModelInfo:
     """Log ``package`` as the run's MLflow model (a pyfunc) and optionally register a new version.
 
+    The pyfunc is logged as "models from code" (:data:`~medres.tracking.pyfunc.MODEL_CODE`), not as a
+    cloudpickle, so loading it unpickles nothing of ours; the weights travel as the medres package
+    (safetensors + JSON) in the model's ``artifacts/package``.
+
     Args:
         package: Weights and contract to log.
         run_id: The fit's run.
@@ -39,7 +43,7 @@ def log_model_package(
         package_dir = package.save(Path(tmp) / PACKAGE_ARTIFACT)
         return mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
-            python_model=MedresPyfuncModel(),
+            python_model=str(MODEL_CODE),
             artifacts={PACKAGE_ARTIFACT: str(package_dir)},
             signature=model_signature(package.findings),
             # Given explicitly: inferring them would import-trace the model, slow and network-prone.

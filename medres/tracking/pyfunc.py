@@ -1,58 +1,52 @@
-"""The registered model as an MLflow pyfunc: DICOM paths in, probabilities and findings out.
+"""What the logged MLflow model is: its artifacts, its code file and its signature.
 
-MLflow stores this class by reference (it lives in medres), and the weights as a medres package
-(safetensors + JSON) among the model's artifacts, so loading executes no pickled code of the
-model's own. medres itself reads the package directly and never goes through this class.
+The model is logged as MLflow "models from code": MLflow stores :data:`MODEL_CODE` (a short file that
+builds :class:`medres.tracking.serving.MedresPyfuncModel` from the installed medres) instead of a
+cloudpickle, and the weights as a medres package (safetensors + JSON) in the model's ``artifacts/package``.
+Loading runs that file and reads the package; nothing of ours is unpickled.
+
+This module is the contract only and imports nothing of scoring: the registry and ``medres score`` import
+these names, and the model class itself (which reuses scoring's functions) lives in
+:mod:`medres.tracking.serving`.
+
+Input (one row per request item)
+    ``path``: a DICOM file for a 2D package; for a 3D package a folder holding one series, or one file of the
+    series (its folder is planned and the series holding that file is scored).
+    ``pixels``: instead of ``path``, 2D packages only: a (rows, columns) array of floats in modality units
+    (Rescale Slope/Intercept applied, MONOCHROME2: bright is dense), i.e. what medres's DICOM reader yields.
+
+Output (same rows, same order)
+    ``prob_<finding>`` (float; NaN where the row failed), ``finding_<finding>`` (probability ≥ the package's
+    threshold; null where the row failed), ``error`` (null, or ``kind: message``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
-import torch
 from mlflow.models import ModelSignature
-from mlflow.pyfunc import PythonModel, PythonModelContext
-from mlflow.types import ColSpec, Schema, TensorSpec
+from mlflow.types import ColSpec, DataType, Schema, TensorSpec
+from mlflow.types.schema import Array
 
-from medres.data.transforms import IMAGE_KEY, eval_transforms
-from medres.package import ModelPackage, finding_column, probability_column
+from medres.package import finding_column, probability_column
 
 PACKAGE_ARTIFACT = "package"
 PATH_COLUMN = "path"
+PIXELS_COLUMN = "pixels"
+ERROR_COLUMN = "error"
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # the models-from-code file MLflow logs and runs
 
 
-def model_signature(findings: list[str]) -> ModelSignature:
-    """Input: a ``path`` column of DICOM file paths. Output: a probability and a boolean call per finding."""
-    outputs: list[ColSpec | TensorSpec] = [ColSpec("double", probability_column(f)) for f in findings]
-    outputs += [ColSpec("boolean", finding_column(f)) for f in findings]
-    return ModelSignature(inputs=Schema([ColSpec("string", PATH_COLUMN)]), outputs=Schema(outputs))
-
-
-class MedresPyfuncModel(PythonModel):
-    """Applies the packaged preprocessing and network to DICOM files named in a ``path`` column."""
-
-    def load_context(self, context: PythonModelContext) -> None:
-        """Load the medres package from the model's artifacts."""
-        self.package = ModelPackage.load(Path(context.artifacts[PACKAGE_ARTIFACT]))
-        self.network = self.package.build_model()
-        self.transform = eval_transforms(self.package.preprocessing)
-
-    def predict(
-        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        """Probabilities and thresholded findings, one row per input path."""
-        paths = [str(p) for p in model_input[PATH_COLUMN]]
-        probs = torch.zeros((0, len(self.package.findings)))
-        if paths:
-            with torch.inference_mode():
-                images = torch.stack([self.transform({IMAGE_KEY: p})[IMAGE_KEY] for p in paths])
-                probs = torch.sigmoid(self.network(images).float())
-        calls = probs >= torch.tensor(self.package.thresholds)
-        out: dict[str, Any] = {}
-        for j, finding in enumerate(self.package.findings):
-            out[probability_column(finding)] = probs[:, j].double().numpy()
-        for j, finding in enumerate(self.package.findings):
-            out[finding_column(finding)] = calls[:, j].numpy()
-        return pd.DataFrame(out)
+def model_signature(findings: Sequence[str]) -> ModelSignature:
+    """Inputs: optional ``path`` and ``pixels`` columns. Outputs: probability and call per finding, and ``error``."""
+    inputs = Schema(
+        [
+            ColSpec(DataType.string, PATH_COLUMN, required=False),
+            ColSpec(Array(Array(DataType.double)), PIXELS_COLUMN, required=False),
+        ]
+    )
+    outputs: list[ColSpec | TensorSpec] = [ColSpec(DataType.double, probability_column(f)) for f in findings]
+    outputs += [ColSpec(DataType.boolean, finding_column(f)) for f in findings]
+    outputs.append(ColSpec(DataType.string, ERROR_COLUMN, required=False))
+    return ModelSignature(inputs=inputs, outputs=Schema(outputs))
