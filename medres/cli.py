@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jsonargparse import ActionYesNo, ArgumentParser, lazy_instance
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from medres.data.datamodule import DicomDataModule
 from medres.scoring.prediction_writer import DetectionPredictionWriter
+from medres.tasks.checkpointing import Checkpoint
 from medres.tasks.detection import MLFLOW_RUN_KEY, MultiLabelDetection
 from medres.tracking.config_logging import MLflowSaveConfig
 from medres.tracking.defaults import disable_telemetry
@@ -43,6 +43,28 @@ def checkpoint_mlflow_run(ckpt_path: str | Path | None) -> str | None:
     return str(run["run_id"]) if run else None
 
 
+def last_checkpoint(root_dir: str | Path, experiment_id: str) -> Path | None:
+    """The newest ``last*.ckpt`` of an MLflow experiment's fits under a trainer's ``default_root_dir``.
+
+    Checkpoints live in ``<root_dir>/<experiment_id>/<run_id>/checkpoints/`` (Lightning's layout for an MLflow logger).
+    """
+    found = [p for p in Path(root_dir).glob(f"{experiment_id}/*/checkpoints/last*.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def resolve_last_checkpoint(root_dir: str | Path, experiment_name: str, tracking_uri: str | None) -> Path | None:
+    """``--ckpt_path last`` for an MLflow-logged fit: the newest ``last.ckpt`` of the experiment, if any.
+
+    Lightning's own "last" looks only in the new run's checkpoint folder, which a fresh run id leaves empty.
+    """
+    from mlflow import MlflowClient
+
+    from medres.tracking.defaults import resolve_tracking_uri
+
+    experiment = MlflowClient(resolve_tracking_uri(tracking_uri)).get_experiment_by_name(experiment_name)
+    return None if experiment is None else last_checkpoint(root_dir, experiment.experiment_id)
+
+
 class MedresCLI(LightningCLI):
     """LightningCLI with medres's links and defaults: one MLflow run per fit, test after fit, registration."""
 
@@ -52,7 +74,8 @@ class MedresCLI(LightningCLI):
         parser.link_arguments("data.findings", "model.findings")
         parser.link_arguments("data.preprocessing", "model.preprocessing")
         parser.link_arguments("data.selection", "model.selection")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # last.ckpt follows every epoch, so `fit --ckpt_path last` after a preemption loses at most one epoch.
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/auroc_macro",
@@ -66,12 +89,31 @@ class MedresCLI(LightningCLI):
         parser.add_lightning_class_args(DetectionPredictionWriter, "predictions")
 
     def before_instantiate_classes(self) -> None:
-        """``fit --ckpt_path FILE`` continues the MLflow run that wrote the checkpoint instead of starting one."""
+        """``fit --ckpt_path FILE`` continues the MLflow run that wrote the checkpoint instead of starting one.
+
+        ``--ckpt_path last`` first becomes the newest ``last.ckpt`` of the configured experiment under
+        ``trainer.default_root_dir``; with none there (a first start of a job that requeues itself) the fit starts
+        from scratch in a new run.
+        """
         if self.subcommand != "fit":
             return
         config = self.config["fit"]
-        run = checkpoint_mlflow_run(config.get("ckpt_path"))
         logger = config.trainer.get("logger")
+        if config.get("ckpt_path") == "last" and logger is not None and not isinstance(logger, bool | list):
+            init_args = logger.get("init_args") or {}
+            experiment = init_args.get("experiment_name")
+            if experiment is not None:
+                root_dir = config.trainer.get("default_root_dir") or "medres_work"
+                found = resolve_last_checkpoint(root_dir, experiment, init_args.get("tracking_uri"))
+                if found is None:
+                    log.warning(
+                        "--ckpt_path last: no last.ckpt of experiment %r under %s; starting a new fit",
+                        experiment,
+                        root_dir,
+                    )
+                config.ckpt_path = None if found is None else str(found)
+                log.info("--ckpt_path last → %s", config.ckpt_path)
+        run = checkpoint_mlflow_run(config.get("ckpt_path"))
         if run is None or logger is None or isinstance(logger, bool | list):
             return
         init_args = logger.get("init_args")

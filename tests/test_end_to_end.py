@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from medres.package import ModelPackage
+
 from .conftest import add_broken_files, dicom_files, find_identifying, identifying_values
 
 pytestmark = pytest.mark.slow
@@ -208,5 +210,7 @@ def test_predict_writes_prediction_rows_for_the_test_split(fitted, tiny_archive)
     expected = set(manifest.loc[manifest["patient_key"].isin(test_patients), "path"])
     assert set(predictions["path"]) == expected and len(predictions) == len(expected)
     assert predictions["prob_effusion"].between(0, 1).all()
-    assert (predictions["finding_effusion"] == (predictions["prob_effusion"] >= 0.5)).all()
+    package = ModelPackage.from_checkpoint(checkpoint)  # the operating thresholds chosen on validation
+    threshold = package.thresholds[package.findings.index("effusion")]
+    assert (predictions["finding_effusion"] == (predictions["prob_effusion"] >= threshold)).all()
     assert set(predictions["model_name"]) == {checkpoint.stem}

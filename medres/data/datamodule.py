@@ -20,14 +20,17 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 from monai.data import CacheDataset, DataLoader, Dataset
 from monai.transforms import Compose
 
+from medres.data.cache import CachedDataset, TensorCache
 from medres.data.manifest import index_archive, iter_archive_files, join_labels, read_manifest, write_manifest
+from medres.data.sampling import EpochSampler, EpochSeededDataset, balanced_weights, global_seed
 from medres.data.selection import REJECTED_COLUMNS, SeriesSelection, dropped_reason, select
 from medres.data.series import plan_series
 from medres.data.splits import load_or_create_splits
@@ -82,12 +85,21 @@ class DicomDataModule(pl.LightningDataModule):
             ``null`` for none.
         selection: Which instances (2D) or series (3D) to use; 3D defaults to every series that forms a
             volume. Rejected files are written to ``selection_rejected.parquet`` and counted in the log.
-        cache: Keep every sample's preprocessed tensor in memory after its first load (MONAI
-            ``CacheDataset``; augmentation still runs every epoch). Worth it for volumes that fit in RAM.
+        cache: Where preprocessed tensors are kept after their first decode (augmentation still runs every
+            epoch): ``none``; ``memory`` (MONAI ``CacheDataset``, per process; for volumes that fit in RAM); or
+            ``disk`` (:class:`~medres.data.cache.TensorCache`: decoded once in ``prepare_data``, then shared by
+            DDP ranks, workers and later runs; keyed by file content and preprocessing). ``true``/``false`` are
+            the older spellings of ``memory``/``none``.
+        cache_dir: The disk cache's folder; default ``<work_dir>/tensor_cache``. Entries are keyed by content,
+            so one folder (on a fast local disk) can serve several archives and runs.
         batch_size: Samples per batch (per device).
         num_workers: Data-loading worker processes.
         index_workers: Processes for the header-only index (0: in this process).
         predict_split: Split that ``medres predict`` runs on.
+        balanced_sampler: Draw training samples with replacement, weighted so that rare findings come up about as
+            often as common ones (see :func:`medres.data.sampling.balanced_weights`); ``False`` shuffles.
+        sampler_seed: Seed of the training order and augmentation; default the run's ``seed_everything``. Order and
+            augmentation of epoch e depend only on (seed, e), so a fit resumed from a checkpoint replays exactly.
     """
 
     def __init__(
@@ -101,11 +113,14 @@ class DicomDataModule(pl.LightningDataModule):
         preprocessing: Preprocessing | None = None,
         augmentation: Augmentation2D | Augmentation3D | None = None,
         selection: SeriesSelection | None = None,
-        cache: bool = False,
+        cache: Literal["none", "memory", "disk"] | bool = "none",
+        cache_dir: Path | None = None,
         batch_size: int = 32,
         num_workers: int = 4,
         index_workers: int = 0,
         predict_split: str = "test",
+        balanced_sampler: bool = False,
+        sampler_seed: int | None = None,
     ) -> None:
         super().__init__()
         if not findings:
@@ -124,11 +139,18 @@ class DicomDataModule(pl.LightningDataModule):
         augment_transforms(self.preprocessing, augmentation, [IMAGE_KEY])  # a 2D/3D mismatch fails here, not later
         self.augmentation = augmentation
         self.selection = selection
-        self.cache = cache
+        if cache not in (True, False, "none", "memory", "disk"):
+            raise ValueError(f"data.cache={cache!r}: must be none, memory or disk")
+        self.cache: Literal["none", "memory", "disk"] = (
+            ("memory" if cache else "none") if isinstance(cache, bool) else cache
+        )
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.work_dir / "tensor_cache"
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.index_workers = index_workers
         self.predict_split = predict_split
+        self.balanced_sampler = balanced_sampler
+        self.sampler_seed = sampler_seed
         self.samples: dict[str, list[dict[str, Any]]] = {}
         self._labeled: pd.DataFrame | None = None
 
@@ -149,7 +171,7 @@ class DicomDataModule(pl.LightningDataModule):
 
     # ---- stages --------------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Index the archive (again only if it changed) and write the patient split (once)."""
+        """Index the archive (again only if it changed), write the patient split (once), fill the disk cache."""
         if not self.root.is_dir():
             raise FileNotFoundError(f"data.root={self.root}: no such folder")
         if not self.labels.is_file():
@@ -185,6 +207,11 @@ class DicomDataModule(pl.LightningDataModule):
         load_or_create_splits(
             samples["patient_key"].unique(), self.splits_path, fractions=self.split_fractions, seed=self.split_seed
         )
+        if self.cache == "disk":
+            # Here, on local rank 0 only, while the other ranks wait at Lightning's barrier: each entry is
+            # decoded once, and ranks never race to write it.
+            images = [record[IMAGE_KEY] for record in self._records(samples)]
+            TensorCache(self.cache_dir, self.preprocessing).fill(images, num_workers=self.num_workers, progress=True)
 
     def setup(self, stage: str | None = None) -> None:
         """Read the manifest, labels and split; build the sample lists (every rank)."""
@@ -203,11 +230,21 @@ class DicomDataModule(pl.LightningDataModule):
 
     # ---- loaders -------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        """Shuffled, augmented training batches."""
+        """Shuffled (or balanced), augmented training batches; order and augmentation a function of (seed, epoch)."""
         samples = self._split("train")
-        dataset = self._dataset(samples, train_transforms(self.preprocessing, self.augmentation))
+        transform = train_transforms(self.preprocessing, self.augmentation)
+        seed = self.sampler_seed if self.sampler_seed is not None else global_seed()
+        weights = balanced_weights(np.stack([s["label"] for s in samples])) if self.balanced_sampler else None
+        sampler = EpochSampler(len(samples), seed, weights=weights)
+        trainer = self.trainer
+        if trainer is not None:
+            # Lightning creates the loader's first iterator before its set_epoch call, and workers prefetch from it
+            # at once: a resumed fit would start with epoch 0's order. Start at the epoch the fit loop will run.
+            progress = trainer.fit_loop.epoch_progress.current  # a _ProcessedTracker, annotated as its base class
+            sampler.set_epoch(progress.processed)  # type: ignore[attr-defined]
+        dataset = EpochSeededDataset(self._dataset(samples, transform), transform, seed)
         # A final batch of one sample breaks batch norm; drop it when there is more than one batch.
-        return self._loader(dataset, shuffle=True, drop_last=len(samples) > self.batch_size)
+        return self._loader(dataset, sampler=sampler, drop_last=len(samples) > self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches, no augmentation."""
@@ -333,21 +370,26 @@ class DicomDataModule(pl.LightningDataModule):
         return samples
 
     def _eval_loader(self, split: str) -> DataLoader:
-        return self._loader(self._dataset(self._split(split), eval_transforms(self.preprocessing)), shuffle=False)
+        return self._loader(self._dataset(self._split(split), eval_transforms(self.preprocessing)))
 
     def _dataset(self, samples: Sequence[dict[str, Any]], transform: Compose) -> Dataset:
-        if self.cache:
+        if self.cache == "disk":
+            return CachedDataset(samples, transform, TensorCache(self.cache_dir, self.preprocessing))
+        if self.cache == "memory":
             # MONAI caches the output of the transforms before the first random one; augmentation still
             # runs on every access.
             return CacheDataset(samples, transform=transform, progress=False, num_workers=0)
         return Dataset(samples, transform=transform)
 
-    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
-        # monai's DataLoader seeds each worker's random transforms reproducibly from the torch seed.
+    def _loader(
+        self, dataset: Dataset | EpochSeededDataset, sampler: EpochSampler | None = None, drop_last: bool = False
+    ) -> DataLoader:
+        # No `shuffle` argument: evaluation keeps dataset order, training order is the EpochSampler's, and Lightning
+        # then shards it under DDP (DistributedSamplerWrapper) instead of replacing it with a RandomSampler's.
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

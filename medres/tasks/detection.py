@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -14,7 +16,9 @@ from torchmetrics.utilities import dim_zero_cat
 
 import medres
 from medres.data.datamodule import SAMPLE_INDEX_KEY
+from medres.data.sampling import global_seed, seed_epoch
 from medres.data.selection import SeriesSelection
+from medres.data.summary import DataSummary
 from medres.data.transforms import Preprocessing
 from medres.evaluation.thresholds import OperatingPoint, ThresholdRule, choose_thresholds
 from medres.models.weights import load_pretrained
@@ -27,6 +31,8 @@ IGNORE_INDEX = -1  # torchmetrics' marker for "leave this label out"
 # the MLflow run that wrote the checkpoint (``medres fit --ckpt_path`` continues it).
 OPERATING_POINTS_KEY = "medres_operating_points"
 MLFLOW_RUN_KEY = "medres_mlflow_run"
+POS_WEIGHT_TAG = "medres.pos_weight"  # the weights ``pos_weight: auto`` chose, "finding=value, ..."
+log = logging.getLogger(__name__)
 
 
 class MaskedMultilabelAUROC(MultilabelAUROC):
@@ -68,13 +74,19 @@ class MultiLabelDetection(pl.LightningModule):
             folder or checkpoint); see ``medres.models.weights.load_pretrained``. Never a URL.
         pretrained_layout: Layout of ``pretrained``; ``auto`` recognises it from the keys.
         uncertain_policy: ``ignore``, ``positive`` or ``negative`` for -1 labels.
-        pos_weight: Optional weight of positives per finding in the loss (imbalance).
+        pos_weight: Weight of positives per finding in the loss (imbalance): one value per finding, or ``auto`` for
+            negatives / positives of each finding on the train split (unknown and uncertain labels left out; 1.0 for
+            a finding with no positive), computed when a fit starts and recorded as the run tag ``medres.pos_weight``.
         threshold_rule: How each finding's operating threshold is chosen on the validation predictions after every
             validation epoch (Youden's J, a target sensitivity or specificity, or fixed); each checkpoint carries
             the thresholds of its own epoch, so the registered best checkpoint brings its own.
         thresholds: Fixed operating thresholds, one per finding; when given, ``threshold_rule`` is not applied.
         optimizer: Optimizer factory, from the config's ``class_path``/``init_args``.
         scheduler: Optional LR scheduler factory, stepped once per epoch.
+        channels_last: Keep weights and input batches in channels-last memory format (faster convolutions with
+            tensor cores under bf16/16-mixed; NHWC in 2D, NDHWC in 3D).
+        compile: Run the backbone through ``torch.compile``; the weights (and checkpoints, packages) stay the plain
+            module's.
     """
 
     pos_weight: torch.Tensor | None  # a buffer: follows the module across devices
@@ -89,16 +101,20 @@ class MultiLabelDetection(pl.LightningModule):
         pretrained: str | None = None,
         pretrained_layout: Literal["auto", "torchvision", "medicalnet", "medres"] = "auto",
         uncertain_policy: Literal["ignore", "positive", "negative"] = "ignore",
-        pos_weight: list[float] | None = None,
+        pos_weight: list[float] | Literal["auto"] | None = None,
         threshold_rule: ThresholdRule | None = None,
         thresholds: list[float] | None = None,
         optimizer: OptimizerCallable = _default_optimizer,
         scheduler: LRSchedulerCallable | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if not findings:
             raise ValueError("model.findings is empty: name at least one finding")
-        if pos_weight is not None and len(pos_weight) != len(findings):
+        if isinstance(pos_weight, str) and pos_weight != "auto":
+            raise ValueError(f"model.pos_weight={pos_weight!r}: give one number per finding or 'auto'")
+        if isinstance(pos_weight, list) and len(pos_weight) != len(findings):
             raise ValueError(f"model.pos_weight has {len(pos_weight)} values for {len(findings)} findings")
         if thresholds is not None and len(thresholds) != len(findings):
             raise ValueError(f"model.thresholds has {len(thresholds)} values for {len(findings)} findings")
@@ -121,9 +137,14 @@ class MultiLabelDetection(pl.LightningModule):
         if pretrained is not None:
             # Before training, never when scoring: packages and checkpoints carry the trained weights themselves.
             load_pretrained(self.backbone, pretrained, layout=pretrained_layout)
-        self.register_buffer(
-            "pos_weight", torch.tensor(pos_weight, dtype=torch.float32) if pos_weight is not None else None
-        )
+        self.auto_pos_weight = pos_weight == "auto"
+        # "auto" starts at 1.0 and is filled in from the train split in setup(); a buffer either way, so that a
+        # checkpoint holds the weights the fit used and a resumed fit keeps them.
+        initial = [1.0] * len(findings) if isinstance(pos_weight, str) else pos_weight
+        self.register_buffer("pos_weight", torch.tensor(initial, dtype=torch.float32) if initial is not None else None)
+        self.channels_last = channels_last
+        self.compile_backbone = compile
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         # Plain values only, so checkpoints load with torch.load(weights_only=True); the resolved
         # config is logged by the CLI, so these are not sent to the logger a second time.
         self.save_hyperparameters(
@@ -147,7 +168,9 @@ class MultiLabelDetection(pl.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, *spatial) images → (N, F) logits."""
-        logits: torch.Tensor = self.backbone(images)
+        if self.channels_last:
+            images = images.contiguous(memory_format=_channels_last_format(images.ndim))
+        logits: torch.Tensor = self._backbone_fn()(images)
         if logits.ndim != 2 or logits.shape[1] != len(self.findings):
             # A class_path backbone may ignore the sizing medres fills in; say so instead of a loss shape error.
             raise ValueError(
@@ -156,7 +179,37 @@ class MultiLabelDetection(pl.LightningModule):
             )
         return logits
 
+    # ---- set-up ----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Fill in ``pos_weight: auto`` from the train split's counts when a fit starts."""
+        if stage != "fit" or not self.auto_pos_weight or self.pos_weight is None:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not callable(getattr(datamodule, "summary", None)):
+            raise ValueError("model.pos_weight=auto needs a data module with summary() (DicomDataModule)")
+        weights = auto_pos_weight(datamodule.summary(), self.findings)
+        self.pos_weight.copy_(torch.tensor(weights, dtype=torch.float32))
+        text = ", ".join(f"{f}={w:.4g}" for f, w in zip(self.findings, weights, strict=True))
+        log.info("pos_weight (auto, train split negatives/positives): %s", text)
+        for logger in self.trainer.loggers:
+            if isinstance(logger, MLFlowLogger) and logger.run_id is not None and self.trainer.is_global_zero:
+                logger.experiment.set_tag(logger.run_id, POS_WEIGHT_TAG, text)
+
+    def configure_model(self) -> None:
+        """Channels-last weights when asked (the input batches follow in ``forward``).
+
+        Lightning calls this before the strategy moves the model (``to`` keeps the layout) and wraps it in DDP,
+        whose gradient buckets must see the final layout.
+        """
+        if self.channels_last:
+            memory_format = _channels_last_format(self.preprocessing.spatial_dims + 2)
+            self.backbone.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs omit it
+
     # ---- training --------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        """Reseed torch from (seed, epoch, rank): dropout and stochastic depth replay exactly after a resume."""
+        seed_epoch(global_seed(), self.current_epoch, self.global_rank)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Masked BCE on one batch."""
         loss, _, _, _ = self._shared_step(batch)
@@ -243,6 +296,15 @@ class MultiLabelDetection(pl.LightningModule):
         )
 
     # ---- helpers -------------------------------------------------------------------------------
+    def _backbone_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        if not self.compile_backbone:
+            return self.backbone
+        if self._compiled is None:
+            # Compile the bound forward, not the module: torch.compile's wrapper module would prefix every
+            # state_dict key with ``_orig_mod.`` and checkpoints would no longer load into a plain backbone.
+            self._compiled = torch.compile(self.backbone.forward)
+        return self._compiled
+
     def _shared_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self(batch["image"])
         targets, mask = resolve_labels(batch["label"].float(), self.uncertain_policy)
@@ -276,3 +338,25 @@ class MultiLabelDetection(pl.LightningModule):
             self.log(f"{stage}/auroc_{name}", value, sync_dist=False)
         macro = per_finding[valid].mean() if bool(valid.any()) else torch.tensor(float("nan"))
         self.log(f"{stage}/auroc_macro", macro, prog_bar=True, sync_dist=False)
+
+
+def auto_pos_weight(summary: DataSummary, findings: list[str]) -> list[float]:
+    """Negatives / positives of each finding on the train split; 1.0 for a finding with no positive label.
+
+    Unknown and uncertain labels count as neither (they are masked or policy-mapped in the loss).
+    """
+    counts = summary.counts["train"]
+    weights = []
+    for finding in findings:
+        finding_counts = counts[finding]
+        if finding_counts.positive == 0:
+            log.warning("pos_weight auto: no positive %r in the train split; its weight stays 1.0", finding)
+            weights.append(1.0)
+        else:
+            weights.append(finding_counts.negative / finding_counts.positive)
+    return weights
+
+
+def _channels_last_format(ndim: int) -> torch.memory_format:
+    """Channels-last for (N, C, H, W) and (N, C, D, H, W) tensors."""
+    return torch.channels_last_3d if ndim == 5 else torch.channels_last
