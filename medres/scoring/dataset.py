@@ -72,7 +72,10 @@ class ScoringDataset(Dataset[dict[str, Any]]):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.samples[index]
+        return self.load(self.samples[index])
+
+    def load(self, sample: ScoringSample) -> dict[str, Any]:
+        """Decode and preprocess one sample (any sample, not only this dataset's): an item as ``__getitem__``'s."""
         try:
             image = self.transform({IMAGE_KEY: sample.image})[IMAGE_KEY]
         except Exception as err:  # every failure becomes ledger rows; the run goes on

@@ -93,7 +93,7 @@ def ledger_row(member: dict[str, Any], kind: str, message: str) -> dict[str, Any
     return {"path": member["path"], **{key: member.get(key) for key in UID_KEYS}, "kind": kind, "message": message}
 
 
-def _member(row: Any) -> dict[str, Any]:
+def member_of(row: Any) -> dict[str, Any]:
     """Path and UIDs of a manifest row (a pandas namedtuple or a mapping), nulls as ``None``."""
     get = row.get if isinstance(row, dict) else lambda key: getattr(row, key)
     return {key: None if pd.isna(value := get(key)) else str(value) for key in IDENTITY_COLUMNS}
@@ -125,10 +125,10 @@ def plan_scoring(
         plan.ledger.append({"path": path, **uids, "kind": kind, "message": str(error["message"])})
     # 3D: select() also rejects series whose plan is fatal, with that error kind (inconsistent_series, ...).
     kept, rejected = select(manifest, selection, spatial_dims, root=root)
-    plan.ledger += [ledger_row(_member(row), str(row.kind), str(row.message)) for row in rejected.itertuples()]
+    plan.ledger += [ledger_row(member_of(row), str(row.kind), str(row.message)) for row in rejected.itertuples()]
     if spatial_dims == 2:
         for row in kept.sort_values("path").itertuples(index=False):
-            member = _member(row)
+            member = member_of(row)
             plan.samples.append(ScoringSample(str(root / member["path"]), member, (member,)))
     else:
         for _, rows in kept.groupby("SeriesInstanceUID", sort=False, dropna=False):
@@ -148,7 +148,7 @@ def _series_sample(root: Path, rows: pd.DataFrame) -> tuple[ScoringSample | None
     reader plans them again, to the same volume); the files the plan leaves out go to the ledger with a reason.
     """
     records = {str(record["path"]): record for record in rows.sort_values("path").to_dict("records")}
-    members = {path: _member(record) for path, record in records.items()}
+    members = {path: member_of(record) for path, record in records.items()}
     try:
         series_plan = plan_series(rows, root=root)
     except DicomReadError as err:  # a multi-frame header that cannot be read: the series cannot be planned

@@ -40,6 +40,7 @@ ALLOWED_PARAM_ROOTS = frozenset(
         "ckpt_path",
         "optimizer",
         "lr_scheduler",
+        "scoring",  # a scoring run's settings (medres/scoring/report.py): model, input hash and counts, chunking
     }
 )
 # Artifacts of a fit's run: the config, the data summary, checkpoints, the review and the logged model.
@@ -49,6 +50,7 @@ ALLOWED_ARTIFACTS = re.compile(
       | review(?:/[\w.-]+)?
       | (?:best|last)[\w=.-]*(?:/[\w=.-]+)*
       | model(?:/.*)?
+      | scoring/[\w.-]+
     )$""",
     re.VERBOSE,
 )

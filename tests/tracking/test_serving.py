@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from medres.tracking.serving import MedresPyfuncModel
 
 from ..conftest import add_broken_files, dicom_files
 from ..scoring import ct_series
+from ..services import free_port, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -229,12 +229,6 @@ def test_series_package_scores_a_folder_or_a_file_of_it(tmp_path: Path) -> None:
 # ---- the REST server ------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
     """Poll ``url`` until it answers 200; fail with the server's log if it dies or takes too long."""
     deadline = time.monotonic() + timeout
@@ -279,12 +273,7 @@ def test_mlflow_models_serve_answers_with_scoring_results(
         body = {"dataframe_split": {"columns": ["path"], "data": [[p] for p in paths]}}
         answer = post_json(f"http://127.0.0.1:{port}/invocations", body)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
     result = pd.DataFrame(answer["predictions"])
     assert len(result) == 3
