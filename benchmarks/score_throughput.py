@@ -16,13 +16,15 @@ The bound is ``1 / (decode + forward)`` per image on a CPU-only machine (both co
 Memory: ``score_archive`` runs in a fresh subprocess over N and 10 N small files; the peak RSS of the scoring
 process (``ru_maxrss``) and of its largest worker must stay within 1.2× of N's at 10 N.
 
-    .venv/bin/python benchmarks/score_throughput.py [--files 600 --size 256 --spatial 128 --backbone resnet18]
-        [--memory-files 400] [--device cpu|cuda]
+    .venv/bin/python benchmarks/score_throughput.py [--files 1000 --size 256 --spatial 128 --backbone resnet18]
+        [--repeats 5] [--memory-files 400] [--device cpu|cuda]
 
-Measured with the defaults on an idle 2-core Xeon VM (no GPU), medians of 3: uncompressed decode 2.32 ms, forward
-5.40 ms, bound 129.5 files/s, pipeline 89.4 files/s → 0.69; JPEG 2000 decode 7.72 ms, forward 5.00 ms, bound
-78.6 files/s, pipeline 67.6 files/s → 0.86 (goal 0.9 not met on this machine); memory 1081 → 1081 MiB (main) and
-526 → 526 MiB (largest worker) from 400 to 4,000 files → 1.00×.
+Measured with the defaults on an idle 2-core Xeon VM (no GPU), medians of 5: uncompressed decode 2.59 ms, forward
+6.15 ms, bound 114.5 files/s, pipeline 106.4 files/s → 0.93; JPEG 2000 decode 8.23 ms, forward 5.74 ms, bound
+71.6 files/s, pipeline 65.8 files/s → 0.92; memory 1258 → 1258 MiB (main) and 526 → 526 MiB (largest worker) from
+400 to 4,000 files → 1.00×. With ``--files 2000``: 0.97 and 0.89; single runs on this VM vary by about ±5 %. Before
+the decoding workers ran at the lowest priority (``medres.scoring.score._decoding_worker``), with the forward on
+the cores they left: 0.69 and 0.86.
 """
 
 from __future__ import annotations
@@ -204,14 +206,14 @@ def measure_memory(scratch: Path, files: int, workers: int) -> dict[str, dict[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=600, help="files per archive (default 600)")
+    parser.add_argument("--files", type=int, default=1000, help="files per archive (default 1000)")
     parser.add_argument("--size", type=int, default=256, help="rows = columns of the radiographs (default 256)")
     parser.add_argument("--spatial", type=int, default=128, help="the model's input size (default 128)")
     parser.add_argument("--backbone", default="resnet18", help="registered backbone (default resnet18)")
     parser.add_argument("--batch", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding workers (all cores)")
     parser.add_argument("--memory-files", type=int, default=400, help="N of the memory check (0: skip it)")
-    parser.add_argument("--repeats", type=int, default=3, help="measurements of each, in turns (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="measurements of each, in turns (median; default 5)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--memory-child", nargs=4, metavar=("ROOT", "MODEL", "OUT", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

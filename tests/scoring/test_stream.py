@@ -1,11 +1,14 @@
 """Streaming scoring: chunked parts, resume, refusal of another job, manifest input, study table, MLflow run."""
 
 import json
+import multiprocessing
+import os
 import shutil
 
 import mlflow
 import pandas as pd
 import pytest
+import torch
 
 from medres.data.manifest import index_to_parquet
 from medres.scoring import score_archive
@@ -125,3 +128,21 @@ def test_the_scoring_run_holds_counts_and_distributions_and_nothing_identifying(
     places = [artifacts, tmp_path / "out"]
     assert find_identifying(identifying_values(planted_archive), places, texts, tmp_path / "scratch") == []
     assert str(planted_archive) not in json.dumps(params)
+
+
+def _worker_settings(niceness, queue):
+    from medres.scoring.score import _decoding_worker
+
+    _decoding_worker(0, niceness=niceness)
+    queue.put((os.nice(0), torch.get_num_threads()))
+
+
+@pytest.mark.parametrize("niceness", [0, 19])
+def test_decoding_workers_run_one_thread_at_the_given_priority(niceness):
+    context = multiprocessing.get_context("fork")  # a DataLoader worker is forked too
+    queue = context.Queue()
+    process = context.Process(target=_worker_settings, args=(niceness, queue))
+    process.start()
+    got = queue.get(timeout=60)
+    process.join(timeout=60)
+    assert got == (min(19, os.nice(0) + niceness), 1)
