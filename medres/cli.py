@@ -537,6 +537,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from_command_line = argv is None
     args = list(sys.argv[1:] if argv is None else argv)
     disable_telemetry()
+    # MLflow draws a progress bar per model download; in batch jobs' logs it is noise (a user may still set it).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # INFO for medres's own messages only: codec libraries log every tile at INFO.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("medres").setLevel(logging.INFO)
