@@ -12,13 +12,14 @@ import sys
 from argparse import ArgumentError
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from jsonargparse import ActionYesNo, ArgumentParser, lazy_instance
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from medres.data.datamodule import DicomDataModule
 from medres.scoring.prediction_writer import DetectionPredictionWriter
+from medres.scoring.studies import Aggregation
 from medres.tasks.checkpointing import Checkpoint
 from medres.tasks.detection import MLFLOW_RUN_KEY, MultiLabelDetection
 from medres.tracking.config_logging import MLflowSaveConfig
@@ -251,7 +252,7 @@ def score_command(
     compile: bool = False,
     manifest: Path | None = None,
     chunk_files: int = 512,
-    aggregation: Literal["max", "mean"] = "max",
+    aggregation: Aggregation = "max",
     resume: bool = True,
     log_mlflow: bool | None = None,
     tracking_uri: str | None = None,
