@@ -20,6 +20,8 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from .conftest import RUN_TO_RUN
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,9 +162,9 @@ def test_killed_fit_resumes_to_the_same_metrics_and_weights(
     assert "test/auroc_macro" in expected and "val/loss" in expected
     assert got.keys() == expected.keys()
     for key, value in expected.items():
-        assert got[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+        assert got[key] == pytest.approx(value, nan_ok=True, **RUN_TO_RUN), key
 
     reference, resumed = last_weights(uninterrupted), last_weights(tmp_path)
     assert reference.keys() == resumed.keys()
     for key, tensor in reference.items():
-        torch.testing.assert_close(resumed[key], tensor, atol=1e-6, rtol=0, msg=key)
+        torch.testing.assert_close(resumed[key], tensor, atol=1e-5, rtol=RUN_TO_RUN["rel"], msg=key)
