@@ -6,7 +6,7 @@ DEMO ?= demo
 # torch first, pinned: the machines carry this CPU build, and without it pip would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test test-fast lint clean
 
 $(BIN)/medres: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,14 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest
+
+# The edit-test loop: lint and every test not marked slow (no servers, no multi-process runs, no fits of minutes).
+test-fast: lint
+	$(BIN)/pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) $(DEMO) medres_work mlflow.db mlartifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Decode once: training data-loading speed from the disk tensor cache against decoding JPEG 2000 every epoch.
 
-Writes a synthetic chest X-ray archive (``medres.data.synthetic.synth_chest_xray``) and re-encodes
+Writes a synthetic chest X-ray archive (``medres.synthetic.synth_chest_xray``) and re-encodes
 every image as JPEG 2000 lossless (the archive otherwise mixes uncompressed, RLE and J2K), then
 iterates the training DataLoader of ``DicomDataModule`` (no model: data loading alone, with the
 training augmentation, ``--workers`` worker processes) for:
@@ -35,8 +35,8 @@ from pydicom.uid import JPEG2000Lossless
 from torch.utils.data import DataLoader
 
 from medres.data.datamodule import DicomDataModule
-from medres.data.synthetic import CHEST_XRAY_FINDINGS, synth_chest_xray
 from medres.data.transforms import Augmentation2D, Preprocessing
+from medres.synthetic import CHEST_XRAY_FINDINGS, synth_chest_xray
 
 GOAL = 10.0
 

@@ -1,6 +1,6 @@
 """medres's DICOM reader against MONAI's ``PydicomReader`` on a large radiograph, uncompressed and compressed.
 
-The issue's goal: ``medres.data.dicom.read_image`` at least 5× faster than ``monai.data.PydicomReader``
+The issue's goal: ``medres.dicom.read_image`` at least 5× faster than ``monai.data.PydicomReader``
 (``read`` + ``get_data``, its defaults) on an uncompressed ~2000×2000 16-bit radiograph, and no slower on
 compressed ones (RLE lossless, JPEG 2000 lossless). Both produce float32 in modality units from the same file;
 the script checks they give the same pixels (MONAI swaps i/j, so its array is compared transposed).
@@ -53,7 +53,7 @@ from monai.data import PydicomReader
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
 
-from medres.data.dicom import read_image
+from medres.dicom import read_image
 
 ENCODINGS = {"uncompressed": None, "rle": RLELossless, "j2k": JPEG2000Lossless}
 # The goal per encoding: medres's speed-up over MONAI's PydicomReader.

@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from medres.data.synthetic import synth_chest_xray
 from medres.scoring.dicomweb import DicomWebSource, mirror, parse_dicomweb_url
+from medres.synthetic import synth_chest_xray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "scoring"))
 from orthanc import PASSWORD, USERNAME, orthanc_available, running_orthanc

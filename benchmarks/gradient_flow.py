@@ -2,7 +2,7 @@
 
 One forward/backward pass (cross-entropy, random labels, N(0, 1) images) at initialisation, and optionally another
 after ``--steps`` SGD steps (lr 0.01, momentum 0.9), prints every stage's gradient norm
-(``medres.tracking.gradient_flow.stage_gradient_norms``), the first layer's (stem convolution) and the last layer's,
+(``stage_gradient_norms``), the first layer's (stem convolution) and the last layer's,
 and three ratios: first/last (last = last convolution, the metric ``GradientFlowMonitor`` logs), first/head (the
 linear classifier) and ``dx`` first/last, the norm of dL/dx at the stem's output over that at the last block's output
 (the backward signal itself, before each layer multiplies it by its input to form its weight gradient). The issue's
@@ -72,7 +72,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from medres.models import ResNet, create_model
-from medres.tracking.gradient_flow import stage_gradient_norms
+from medres.tasks.callbacks.gradient_flow import stage_gradient_norms
 
 # The criterion: the first layer's gradient norm within two orders of magnitude of the last layer's.
 LOW, HIGH = 1e-2, 1e2

@@ -33,8 +33,8 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lightning_vs_loop import InMemoryBatches, hardware, make_batches, new_model
 
+from medres.tasks.callbacks.mlflow_logger import MLflowLogger
 from medres.tracking.defaults import disable_telemetry
-from medres.tracking.logger import MLflowLogger
 
 GOAL = 0.03
 

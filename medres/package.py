@@ -35,13 +35,24 @@ from torch import nn
 import medres
 from medres.data.selection import SeriesSelection
 from medres.data.transforms import Preprocessing
+from medres.models.package_layout import BACKBONE_PREFIX, CHECKPOINT_KEY, CONTRACT_FILE, WEIGHTS_FILE
 from medres.models.registry import backbone_class_spec, create_backbone, import_module_class, is_model
 
+__all__ = [
+    "BACKBONE_PREFIX",
+    "CHECKPOINT_KEY",
+    "CONTRACT_FILE",
+    "FORMAT_VERSION",
+    "WEIGHTS_FILE",
+    "ModelPackage",
+    "PackageError",
+    "backbone_state",
+    "build_backbone",
+    "finding_column",
+    "probability_column",
+]
+
 FORMAT_VERSION = 2
-CONTRACT_FILE = "package.json"
-WEIGHTS_FILE = "weights.safetensors"
-CHECKPOINT_KEY = "medres"
-BACKBONE_PREFIX = "backbone."
 # Top-level keys of package.json (every format up to FORMAT_VERSION); anything else is refused.
 CONTRACT_KEYS = frozenset(
     {

@@ -12,7 +12,9 @@ import pydicom
 import pytest
 import torch
 
-from medres.data.synthetic import synth_chest_xray
+from medres.synthetic import synth_chest_xray
+
+from .mlflow_server import mlflow_server  # noqa: F401  (a fixture for every test that needs a real server)
 
 # Tests run offline and must never phone home.
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"

@@ -8,8 +8,8 @@ writes them on one process; ``setup`` only reads the manifest and the split.
 
 2D samples are instances. 3D samples are series: the manifest rows pass
 :func:`medres.data.selection.select` (the function scoring calls too), are grouped by
-SeriesInstanceUID, planned header-only (:func:`medres.data.series.plan_series`) and loaded as
-volumes by :class:`~medres.data.series.SeriesReader`.
+SeriesInstanceUID, planned header-only (:func:`medres.dicom.series.plan_series`) and loaded as
+volumes by :class:`~medres.dicom.series.SeriesReader`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -29,10 +28,11 @@ from monai.data import CacheDataset, DataLoader, Dataset
 from monai.transforms import Compose
 
 from medres.data.cache import CachedDataset, TensorCache
+from medres.data.keys import patient_key_salt
 from medres.data.manifest import index_archive, iter_archive_files, join_labels, read_manifest, write_manifest
+from medres.data.samples import N_INSTANCES, series_sample
 from medres.data.sampling import EpochSampler, EpochSeededDataset, balanced_weights, global_seed
-from medres.data.selection import REJECTED_COLUMNS, SeriesSelection, dropped_reason, select
-from medres.data.series import plan_series
+from medres.data.selection import REJECTED_COLUMNS, SeriesSelection, select
 from medres.data.splits import load_or_create_splits
 from medres.data.summary import DataSummary
 from medres.data.transforms import (
@@ -50,15 +50,6 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 SAMPLE_INDEX_KEY = "sample_index"
-SALT_ENV = "MEDRES_PATIENT_KEY_SALT"
-# Used when the site sets no salt: keys stay stable and never show the raw ID, but anyone holding
-# the ID list can recompute them. Production sites set MEDRES_PATIENT_KEY_SALT to a secret.
-DEFAULT_SALT = "medres-default-salt"
-
-
-def patient_key_salt() -> str:
-    """The salt for pseudonymous patient keys, from ``MEDRES_PATIENT_KEY_SALT`` (never from a logged config)."""
-    return os.environ.get(SALT_ENV) or DEFAULT_SALT
 
 
 def default_work_dir(root: Path) -> Path:
@@ -304,31 +295,18 @@ class DicomDataModule(pl.LightningDataModule):
             if len(values) > 1:
                 raise ValueError(f"{self.labels}: series {uid} has files with different labels; label 3D by study")
             # Header-only (multi-frame files' headers aside); select() has already rejected fatal series.
-            plan = plan_series(group, root=self.root)
-            by_path = group.set_index("path")
-            # Slice order, relative like the manifest's paths; a multi-frame file appears once.
-            files = list(dict.fromkeys(Path(os.path.relpath(p, self.root)).as_posix() for p in plan.paths))
-            first = by_path.loc[files[0]]
+            sample = series_sample(group, self.root)
+            first = group.set_index("path").loc[sample.files[0]]
             rows.append(
-                {
-                    "path": files[0],
-                    "SOPInstanceUID": "",  # a series has none; an empty string collates, None does not
-                    "SeriesInstanceUID": uid,
-                    "StudyInstanceUID": first["StudyInstanceUID"],
-                    "patient_key": first["patient_key"],
-                    "files": files,
-                    "n_instances": len(files),
-                    **values.iloc[0].to_dict(),
-                }
+                {**sample.identity, "patient_key": first["patient_key"], "files": sample.files, **values.iloc[0]}
             )
-            left_out = sorted(set(group["path"]) - set(files))
-            if left_out:
-                frame = by_path.loc[left_out].reset_index()
-                kinds, messages = zip(*(dropped_reason(r, plan) for r in frame.to_dict("records")), strict=True)
+            if sample.dropped:
+                frame = pd.DataFrame([record for record, _, _ in sample.dropped])
                 dropped.append(
-                    frame.assign(kind=list(kinds), message=[f"series {uid}: {m}" for m in messages]).reindex(
-                        columns=list(REJECTED_COLUMNS)
-                    )
+                    frame.assign(
+                        kind=[kind for _, kind, _ in sample.dropped],
+                        message=[f"series {uid}: {message}" for _, _, message in sample.dropped],
+                    ).reindex(columns=list(REJECTED_COLUMNS))
                 )
         series = pd.DataFrame(rows)
         for finding in self.findings:
@@ -352,7 +330,10 @@ class DicomDataModule(pl.LightningDataModule):
         if self.preprocessing.spatial_dims == 3:
             images: list[Any] = [[str(self.root / f) for f in files] for files in rows["files"]]
             for identity, files in zip(identities, rows["files"], strict=True):
-                identity["n_instances"] = len(files)  # the prediction writer's series rows carry it, as scoring's do
+                identity[N_INSTANCES] = len(files)  # the prediction writer's series rows carry it, as scoring's do
+                # A series has no SOPInstanceUID (None in its sample); "" collates in a batch, and the prediction
+                # writer writes it as null again.
+                identity["SOPInstanceUID"] = ""
         else:
             images = [str(self.root / identity["path"]) for identity in identities]
         # sample_index: the row's place in its split, so predictions gathered across DDP ranks can be put back in order.

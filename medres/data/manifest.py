@@ -24,7 +24,7 @@ Fast header path
     ``Dataset`` adds as much again: ~1,000 files/s, below the 1,500 files/s/core the index must reach.
     :func:`_scan_header` reads the few tags the manifest needs straight from the bytes of the common
     layouts (Part 10 preamble, explicit or implicit VR little endian, PS3.5 §7.1) and checks the pixel
-    data is complete the same way ``medres.data.dicom.read_header`` does. Anything unusual (no
+    data is complete the same way ``medres.dicom.read_header`` does. Anything unusual (no
     preamble, big endian, deflate, enhanced multi-frame functional groups, non-ASCII text, a value that
     does not parse, a header running past the read buffer inside a sequence, a short file) makes it
     give up, and the file goes through ``read_header`` instead, whose pydicom parse and typed errors are
@@ -35,12 +35,10 @@ Fast header path
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import os
 import shutil
-import struct
 import tempfile
 import time
 from collections import Counter, deque
@@ -56,11 +54,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pydicom
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.uid import UID, AllTransferSyntaxes, ImplicitVRLittleEndian
 from tqdm import tqdm
 
-from medres.data.dicom import DicomReadError, pixel_spacing, read_header
+from medres.data.keys import patient_key
+from medres.dicom.errors import DicomReadError
+from medres.dicom.header_scan import GiveUpError, HeaderScan
+from medres.dicom.reader import read_header
+from medres.dicom.values import finite_floats, float_or_none, int_or_none, pixel_spacing, text_or_none
 
 __all__ = [
     "ERROR_COLUMNS",
@@ -75,7 +75,6 @@ __all__ = [
     "iter_archive_files",
     "join_labels",
     "manifest_root",
-    "patient_key",
     "read_errors",
     "read_manifest",
     "read_manifest_row",
@@ -146,18 +145,12 @@ _HEADER_TAGS = (
     "ImageOrientationPatient",
 )
 
+# Functional groups are sequences: the scan skips them and gives up on an enhanced object, pydicom reads them.
+_SCAN = HeaderScan(_HEADER_TAGS, single_valued=_FLOAT_TAGS)
+
 _TASK_FILES = 256  # files per pool task: amortises pickling and scheduling
 _PART_ROWS = 20_000  # rows per part (and at most per consolidated row group)
 _FLUSH_SECONDS = 30.0  # a part at least this often, so an interruption loses little work
-
-
-def patient_key(patient_id: str, salt: str) -> str:
-    """Pseudonymous patient key: HMAC-SHA256 of the PatientID keyed by ``salt``, first 16 hex chars.
-
-    The salt is what makes keys non-reversible by dictionary attack on known IDs; keep it secret and
-    stable (changing it changes every key, hence every split).
-    """
-    return hmac.new(salt.encode("utf-8"), patient_id.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
 
 def _walk(root: Path) -> Iterator[tuple[str, str]]:
@@ -190,66 +183,34 @@ def iter_archive_files(root: Path) -> Iterator[Path]:
 # ------------------------------------------------------------------------------------------ row values
 
 
-def _str_or_none(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return None if value in (None, "") else int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _float_or_none(value: Any) -> float | None:
-    try:
-        return None if value in (None, "") else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _multi_str_or_none(value: Any) -> str | None:
-    """Multi-valued string (e.g. ImageType) → values joined by backslash, as stored in the file."""
-    if value is None or isinstance(value, str):
-        return _str_or_none(value)
-    return _str_or_none("\\".join(str(v).strip() for v in value))
-
-
-def _floats_or_none(value: Any, n: int) -> list[float] | None:
-    try:
-        floats = [float(v) for v in value]
-    except (TypeError, ValueError):
-        return None
-    return floats if len(floats) == n else None
-
-
 def _make_row(
     values: Mapping[str, Any], spacing: tuple[float, float] | None, transfer_syntax: Any, rel: str, salt: str
 ) -> tuple[Any, ...]:
     """The manifest row (in ``MANIFEST_COLUMNS`` order) from header values, whichever path read them."""
-    pid = _str_or_none(values.get("PatientID"))
-    study = _str_or_none(values.get("StudyInstanceUID"))
+    pid = text_or_none(values.get("PatientID"))
+    study = text_or_none(values.get("StudyInstanceUID"))
     # Without a PatientID, the study stands in for the patient: it keeps one study's images together
     # (no leakage within a study); it cannot link studies of the same unnamed patient.
     key_source = pid if pid is not None else f"study:{study}"
     row: dict[str, Any] = {
         "path": rel,
-        **{tag: _str_or_none(values.get(tag)) for tag in _STRING_TAGS},
-        **{tag: _int_or_none(values.get(tag)) for tag in _INT_TAGS},
-        **{tag: _float_or_none(values.get(tag)) for tag in _FLOAT_TAGS},
+        **{tag: text_or_none(values.get(tag)) for tag in _STRING_TAGS},
+        **{tag: int_or_none(values.get(tag)) for tag in _INT_TAGS},
+        **{tag: float_or_none(values.get(tag)) for tag in _FLOAT_TAGS},
         "patient_key": patient_key(key_source, salt),
-        "TransferSyntaxUID": _str_or_none(transfer_syntax),
+        "TransferSyntaxUID": text_or_none(transfer_syntax),
         "spacing_row": spacing[0] if spacing else None,
         "spacing_col": spacing[1] if spacing else None,
-        "ImagePositionPatient": _floats_or_none(values.get("ImagePositionPatient"), 3),
-        "ImageOrientationPatient": _floats_or_none(values.get("ImageOrientationPatient"), 6),
-        "ImageType": _multi_str_or_none(values.get("ImageType")),
+        "ImagePositionPatient": _as_list(finite_floats(values.get("ImagePositionPatient"), 3)),
+        "ImageOrientationPatient": _as_list(finite_floats(values.get("ImageOrientationPatient"), 6)),
+        "ImageType": text_or_none(values.get("ImageType")),
     }
     row["NumberOfFrames"] = row["NumberOfFrames"] or 1
     return tuple(row[name] for name in MANIFEST_COLUMNS)
+
+
+def _as_list(values: Any) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]
 
 
 def _row_via_pydicom(path: str, rel: str, salt: str) -> tuple[Any, ...]:
@@ -259,245 +220,16 @@ def _row_via_pydicom(path: str, rel: str, salt: str) -> tuple[Any, ...]:
     return _make_row(values, pixel_spacing(ds), ds.file_meta.get("TransferSyntaxUID"), rel, salt)
 
 
-# ------------------------------------------------------------------------------------- fast header path
-
-_U16 = struct.Struct("<H")
-_U32 = struct.Struct("<I")
-_TAG = struct.Struct("<HH")
-_ITEM = struct.Struct("<HHI")
-_CHUNK = 64 * 1024  # first read; CT/MR/CR headers are a few kB
-_UNDEFINED = 0xFFFFFFFF
-_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # Float/Double Float Pixel Data, Pixel Data
-# (FFFE,E0DD) Sequence Delimitation Item, zero length: closes encapsulated pixel data (PS3.5 §A.4).
-_SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
-# Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 §7.1.2, Table 7.1-1); the rest
-# have a 2-byte length.
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"})
-_SHORT_VRS = frozenset(
-    {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN", b"SH", b"SL"}
-    | {b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
-)
-# Dataset encodings the fast path reads: explicit VR little endian (also every encapsulated syntax,
-# PS3.5 §A.4) and implicit VR little endian. Big endian and deflate go to pydicom.
-_EXPLICIT_LE = frozenset(
-    str(uid)
-    for uid in map(UID, AllTransferSyntaxes)
-    if uid.is_little_endian and not uid.is_implicit_VR and not uid.is_deflated
-)
-_WANTED = {
-    tag_for_keyword(keyword): (keyword, dictionary_VR(keyword).encode())
-    for keyword in _HEADER_TAGS
-    if keyword != "SharedFunctionalGroupsSequence"
-}
-_VR_OF = {keyword: vr for keyword, vr in _WANTED.values()}
-_ENHANCED_GROUP = 0x5200  # Shared/Per-frame Functional Groups: geometry lives in sequences → pydicom
-
-
-class _GiveUpError(Exception):
-    """The fast path cannot read this file with certainty; pydicom decides."""
-
-
-def _skip_sequence(buf: bytes, i: int, explicit: bool) -> int:
-    """Index just past the undefined-length sequence whose first item starts at ``buf[i]``."""
-    while i + 8 <= len(buf):
-        group, elem, length = _ITEM.unpack_from(buf, i)
-        i += 8
-        if group != 0xFFFE:
-            raise _GiveUpError
-        if elem == 0xE0DD:  # sequence delimitation item
-            return i
-        if elem != 0xE000:
-            raise _GiveUpError
-        i = _skip_item(buf, i, explicit) if length == _UNDEFINED else i + length
-    raise _GiveUpError  # runs past the buffer
-
-
-def _skip_item(buf: bytes, i: int, explicit: bool) -> int:
-    """Index just past the undefined-length item whose first element starts at ``buf[i]``."""
-    while i + 8 <= len(buf):
-        group, elem = _TAG.unpack_from(buf, i)
-        if group == 0xFFFE and elem == 0xE00D:  # item delimitation item
-            return i + 8
-        if explicit:
-            vr = buf[i + 4 : i + 6]
-            if vr in _LONG_VRS:
-                length, i = _U32.unpack_from(buf, i + 8)[0], i + 12
-            elif vr in _SHORT_VRS:
-                length, i = _U16.unpack_from(buf, i + 6)[0], i + 8
-            else:
-                raise _GiveUpError
-            if length == _UNDEFINED and vr != b"SQ":
-                raise _GiveUpError  # UN of undefined length switches to implicit VR inside (PS3.5 §6.2.2)
-        else:
-            length, i = _U32.unpack_from(buf, i + 4)[0], i + 8
-        i = _skip_sequence(buf, i, explicit) if length == _UNDEFINED else i + length
-    raise _GiveUpError
-
-
-def _scan_header(path: str) -> tuple[str, dict[str, bytes]]:
-    """(transfer syntax, raw values of the wanted top-level tags) of a complete image file.
-
-    Raises:
-        _GiveUpError: not a layout this reads with certainty, or not a complete file with pixel data.
-        OSError: the file cannot be opened or read.
-    """
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        buf = os.pread(fd, _CHUNK, 0)
-        base = 0  # file offset of buf[0]
-        if len(buf) < 132 or buf[128:132] != b"DICM":
-            raise _GiveUpError  # no Part 10 preamble (PS3.10 §7.1)
-        # File meta information: group 0002, always explicit VR little endian (PS3.10 §7.1).
-        i, ts = 132, ""
-        while True:
-            if i + 8 > len(buf):
-                raise _GiveUpError
-            group, elem = _TAG.unpack_from(buf, i)
-            if group != 0x0002:
-                break
-            vr = buf[i + 4 : i + 6]
-            if vr in _LONG_VRS:
-                length, i = _U32.unpack_from(buf, i + 8)[0], i + 12
-            else:
-                length, i = _U16.unpack_from(buf, i + 6)[0], i + 8
-            if length == _UNDEFINED or i + length > len(buf):
-                raise _GiveUpError
-            if elem == 0x0010:
-                ts = buf[i : i + length].decode("ascii").rstrip("\0 ")
-            i += length
-        if ts == ImplicitVRLittleEndian:
-            explicit = False
-        elif ts in _EXPLICIT_LE:
-            explicit = True
-        else:
-            raise _GiveUpError
-        found: dict[str, bytes] = {}
-        previous = 0
-        while True:  # i: offset in buf; base + i: offset in the file
-            if i + 12 > len(buf):
-                if base + i + 8 > size:
-                    raise _GiveUpError  # end of file without pixel data, or cut short: pydicom tells which
-                buf, base, i = os.pread(fd, _CHUNK, base + i), base + i, 0
-            pos = base + i
-            group, elem = _TAG.unpack_from(buf, i)
-            tag = group << 16 | elem
-            if tag <= previous or group == _ENHANCED_GROUP:
-                raise _GiveUpError
-            previous = tag
-            if explicit:
-                vr = buf[i + 4 : i + 6]
-                if vr in _LONG_VRS:
-                    length, header = _U32.unpack_from(buf, i + 8)[0], 12
-                elif vr in _SHORT_VRS:
-                    length, header = _U16.unpack_from(buf, i + 6)[0], 8
-                else:
-                    raise _GiveUpError
-            else:
-                vr, length, header = b"", _U32.unpack_from(buf, i + 4)[0], 8
-            end = pos + header + length  # file offset after this element
-            if tag in _PIXEL_TAGS:
-                if length == _UNDEFINED:
-                    # Encapsulated: complete only if the sequence delimiter is there (normally the last
-                    # 8 bytes; trailing padding may follow it).
-                    tail = max(pos + header, size - _CHUNK)
-                    if _SEQ_DELIMITER not in os.pread(fd, size - tail, tail):
-                        raise _GiveUpError
-                elif end > size:
-                    raise _GiveUpError
-                return ts, found
-            if tag > 0x7FE00010:
-                raise _GiveUpError  # past where pixel data would be: pydicom decides between absent and cut
-            if length == _UNDEFINED:
-                if tag in _WANTED or (explicit and vr != b"SQ"):
-                    raise _GiveUpError
-                if len(buf) - i < _CHUNK // 4 and base + len(buf) < size:
-                    buf, base, i = os.pread(fd, _CHUNK, pos), pos, 0  # room to walk the sequence in buf
-                i = _skip_sequence(buf, i + header, explicit)
-                continue
-            if end > size:
-                raise _GiveUpError
-            wanted = _WANTED.get(tag)
-            if wanted is not None:
-                if explicit and vr != wanted[1]:
-                    raise _GiveUpError
-                if end > base + len(buf):
-                    buf, base, i = os.pread(fd, header + length, pos), pos, 0
-                found[wanted[0]] = buf[i + header : i + header + length]
-            i = end - base
-    finally:
-        os.close(fd)
-
-
-def _text(raw: bytes, strip_nul: bool = False) -> str:
-    """A single ASCII value; non-ASCII bytes (UnicodeDecodeError) go to pydicom, which knows the character set."""
-    text = raw.decode("ascii").rstrip("\0") if strip_nul else raw.decode("ascii")
-    if "\\" in text or "\0" in text:
-        raise _GiveUpError  # multi-valued, or NUL padding where only UI may have it (PS3.5 §6.2)
-    return text
-
-
-def _int_text(raw: bytes) -> int | None:
-    text = _text(raw).strip()
-    return int(text) if text else None  # ValueError → pydicom's IS rules decide
-
-
-def _float_texts(raw: bytes) -> list[float] | None:
-    if not raw.isascii():
-        raise _GiveUpError
-    text = raw.decode("ascii").strip()
-    return [float(v) for v in text.split("\\")] if text else None
-
-
-def _decode_values(found: Mapping[str, bytes]) -> dict[str, Any]:
-    """Raw bytes → the Python values ``_make_row`` takes, or ``_GiveUpError`` where pydicom could differ."""
-    values: dict[str, Any] = {}
-    for keyword, raw in found.items():
-        vr = _VR_OF[keyword]
-        if vr == b"US":
-            values[keyword] = _U16.unpack(raw)[0] if len(raw) == 2 else None
-        elif vr == b"IS":
-            values[keyword] = _int_text(raw)
-        elif vr == b"DS":
-            floats = _float_texts(raw)
-            if keyword in _FLOAT_TAGS:  # single-valued
-                if floats is not None and len(floats) != 1:
-                    raise _GiveUpError
-                values[keyword] = floats[0] if floats else None
-            else:
-                values[keyword] = floats
-        elif keyword == "ImageType":
-            if not raw.isascii():
-                raise _GiveUpError
-            values[keyword] = raw.decode("ascii").split("\\")
-        else:
-            values[keyword] = _text(raw, strip_nul=vr == b"UI")
-    return values
-
-
-def _spacing(values: Mapping[str, Any]) -> tuple[float, float] | None:
-    # Same precedence as medres.data.dicom.pixel_spacing; functional groups never reach the fast path.
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = values.get(keyword)
-        if value is not None and len(value) == 2:
-            return float(value[0]), float(value[1])
-    return None
-
-
 def _row_via_scan(path: str, rel: str, salt: str) -> tuple[Any, ...]:
-    """The fast path; raises ``_GiveUpError`` (or OSError) when the pydicom path must decide."""
-    try:
-        ts, found = _scan_header(path)
-        values = _decode_values(found)
-    except (struct.error, UnicodeDecodeError, ValueError) as exc:
-        raise _GiveUpError from exc
-    return _make_row(values, _spacing(values), ts, rel, salt)
+    """The fast path; raises ``GiveUpError`` (or OSError) when the pydicom path must decide."""
+    transfer_syntax, values = _SCAN.read(path)
+    return _make_row(values, pixel_spacing(values), transfer_syntax, rel, salt)
 
 
 def _manifest_row(path: str, rel: str, salt: str) -> tuple[Any, ...]:
     try:
         return _row_via_scan(path, rel, salt)
-    except (_GiveUpError, OSError):
+    except (GiveUpError, OSError):
         return _row_via_pydicom(path, rel, salt)
 
 

@@ -13,7 +13,7 @@ training or scoring; ``warning``: they load, but maybe not as meant):
 - ``unsupported_photometric`` (error): a PhotometricInterpretation the reader does not convert
   (:data:`SUPPORTED_PHOTOMETRIC`), or one whose SamplesPerPixel does not match it.
 - geometry, for CT/MR/PT series only (radiographs have no patient geometry): the issues of
-  :func:`medres.data.series.plan_series` under their own names — ``missing_geometry``, ``gap``,
+  :func:`medres.dicom.series.plan_series` under their own names — ``missing_geometry``, ``gap``,
   ``duplicate_positions``, ``mixed_spacing``, ``mixed_orientation``, ``mixed_shape``,
   ``mixed_frame_of_reference``, ``localizer_only`` are errors when the planner calls them fatal, warnings
   otherwise (``localizer_dropped``, ``single_slice``, ``gantry_tilt``, a few duplicates).
@@ -36,9 +36,9 @@ from typing import Any
 import pandas as pd
 from pydicom.pixels import get_decoder
 
-from medres.data.dicom import DicomReadError
 from medres.data.manifest import errors_path_for, index_to_parquet, manifest_root, read_errors, read_manifest
-from medres.data.series import plan_series
+from medres.dicom import DicomReadError
+from medres.dicom.series import plan_series
 
 __all__ = [
     "QC_COLUMNS",
@@ -63,7 +63,7 @@ QC_COLUMNS: tuple[str, ...] = (
     "example_path",  # a file to look at
 )
 
-# What medres.data.dicom.read_image converts (grey, RGB-like via pydicom, palette via its LUT), with the
+# What medres.dicom.read_image converts (grey, RGB-like via pydicom, palette via its LUT), with the
 # SamplesPerPixel each must have (PS3.3 C.7.6.3.1.2).
 SUPPORTED_PHOTOMETRIC: dict[str, int] = {
     "MONOCHROME1": 1,

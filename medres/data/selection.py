@@ -6,7 +6,7 @@ Rules (all optional; an unset rule keeps everything):
   of the listed values. Matching ignores case and surrounding spaces. A null (or absent) column never
   matches an explicit rule: a row whose header does not say it is a chest is not taken for one.
 - ``orientation`` (3D): ``axial``, ``coronal`` or ``sagittal`` by the dominant LPS axis of the slice normal
-  (:func:`medres.data.series.orientation_label`).
+  (:func:`medres.dicom.series.orientation_label`).
 - ``min_slices`` (3D): at least this many slices after localizers and duplicates are dropped.
 - ``prefer`` (3D): keep one series per study — ``thinnest`` (smallest slice step, then most slices) or
   ``largest`` (most slices, then smallest step); remaining ties go to the smallest SeriesInstanceUID, so
@@ -14,7 +14,7 @@ Rules (all optional; an unset rule keeps everything):
 
 For ``spatial_dims=2`` a sample is an instance and only the first three rules apply. For ``spatial_dims=3``
 a sample is a series: the rules apply to the series (its most common non-null value per column), the
-series is planned header-only with :func:`medres.data.series.plan_series`, and a series whose plan has a
+series is planned header-only with :func:`medres.dicom.series.plan_series`, and a series whose plan has a
 fatal issue is rejected with that issue's error kind (``inconsistent_series`` or ``missing_geometry``)
 rather than ``not_selected``, so it lands in the error ledger for what it is. A localizer-only series is
 ``not_selected``. Kept series keep all their rows; the plan drops localizers and duplicates again when the
@@ -31,8 +31,8 @@ from typing import Any, Literal, get_args
 import numpy as np
 import pandas as pd
 
-from medres.data.dicom import DicomErrorKind, DicomReadError
-from medres.data.series import ORIENTATION_TOLERANCE, SeriesPlan, plan_series
+from medres.dicom import DicomErrorKind, DicomReadError
+from medres.dicom.series import ORIENTATION_TOLERANCE, SeriesPlan, plan_series
 
 __all__ = ["DUPLICATE", "NOT_SELECTED", "REJECTED_COLUMNS", "SeriesSelection", "dropped_reason", "select"]
 
@@ -299,7 +299,7 @@ def dropped_reason(record: Mapping[Hashable, Any], plan: SeriesPlan) -> tuple[st
     Training's ``selection_rejected.parquet`` and scoring's error ledger use the same kinds: a localizer or a
     slice of another orientation is ``not_selected``, a second slice at a kept position is ``duplicate``.
 
-    Mirrors the order :func:`~medres.data.series.plan_series` applies its rules in; the plan records counts
+    Mirrors the order :func:`~medres.dicom.series.plan_series` applies its rules in; the plan records counts
     per rule (its issues), not a reason per file.
     """
     image_type = record.get("ImageType")

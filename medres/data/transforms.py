@@ -38,8 +38,8 @@ from monai.transforms import (
 )
 from monai.utils import ImageMetaKey
 
-from medres.data.dicom import DicomReader, ReadOptions
-from medres.data.series import SeriesReader
+from medres.dicom import DicomReader, ReadOptions
+from medres.dicom.series import SeriesReader
 
 IMAGE_KEY = "image"
 # What names a sample in results: its path (relative to the archive root) and UIDs, never patient data.
@@ -51,12 +51,12 @@ class Preprocessing:
     """How a DICOM image or series becomes network input. Saved with the model; scoring applies it verbatim.
 
     2D (``spatial_dims=2``, one instance a sample): pixels are read by
-    :class:`~medres.data.dicom.DicomReader` (modality LUT applied, MONOCHROME1 inverted), resized so
+    :class:`~medres.dicom.DicomReader` (modality LUT applied, MONOCHROME1 inverted), resized so
     the longer side is ``max(spatial_size)`` keeping the aspect ratio, scaled to [0, 1] (clipped) by
     ``intensity_window`` or else by the given percentiles, then zero-padded or cropped to ``spatial_size``.
 
     3D (``spatial_dims=3``, one series a sample, its image the list of its files in any order): the
-    series is assembled by :class:`~medres.data.series.SeriesReader` (slices ordered along the slice
+    series is assembled by :class:`~medres.dicom.series.SeriesReader` (slices ordered along the slice
     normal, localizers dropped, values in modality units: HU for CT), reoriented to RAS, resampled to
     ``target_spacing``, scaled to [0, 1] by ``intensity_window`` (or the percentiles), then
     zero-padded or cropped (centred) to ``spatial_size``. Zero is the bottom of the window, so padding
@@ -73,7 +73,7 @@ class Preprocessing:
         intensity_window: (low, high) in modality units (HU for CT) mapped to 0 and 1, clipped outside;
             ``None`` uses the percentiles of each image.
         target_spacing: 3D only: voxel size (x, y, z) in mm to resample to; ``None`` keeps each series' own.
-        voi: 2D only: the reader's VOI step (:class:`~medres.data.dicom.ReadOptions`): ``none`` (modality units),
+        voi: 2D only: the reader's VOI step (:class:`~medres.dicom.ReadOptions`): ``none`` (modality units),
             ``lut`` (the file's VOI LUT, else its first window) or ``window`` (``voi_window``, else the file's).
             3D series stay in modality units (HU) and use ``intensity_window``.
         voi_window: (centre, width) in modality units for ``voi="window"``.
@@ -300,7 +300,7 @@ class Augmentation3D:
 
 
 class LoadDicomd(MapTransform):
-    """Load DICOM paths through :class:`~medres.data.dicom.DicomReader` into (1, rows, cols) MetaTensors.
+    """Load DICOM paths through :class:`~medres.dicom.DicomReader` into (1, rows, cols) MetaTensors.
 
     This is ``LoadImaged(reader=DicomReader(), ensure_channel_first=True, image_only=True)`` minus two
     behaviours medres cannot use: ``LoadImage`` instantiates every default MONAI reader when built
@@ -327,7 +327,7 @@ class LoadDicomd(MapTransform):
 
 
 class LoadSeriesd(MapTransform):
-    """Load a series (its file paths, in any order) through :class:`~medres.data.series.SeriesReader`.
+    """Load a series (its file paths, in any order) through :class:`~medres.dicom.series.SeriesReader`.
 
     Gives a (1, slices, rows, cols) MetaTensor in modality units whose affine maps indices to RAS mm,
     so MONAI's ``Orientationd``/``Spacingd`` work in patient space. A single path is a one-file series

@@ -357,6 +357,20 @@ def _ratio(numerator: float | int, denominator: float | int) -> float:
     return float(numerator / denominator) if denominator else math.nan
 
 
+def finding_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """AUROC of one finding on its labelled samples; NaN, not 0 or 0.5, where the labels hold one class only.
+
+    The one AUROC of medres (training's epoch metric, held-out evaluation and the review report all call it): a split
+    with no positive nodule has no nodule AUROC, and reporting a number would drag a macro mean for a lucky split.
+
+    Args:
+        scores: Probabilities of the finding.
+        labels: 1 or 0 for each score (unknown and uncertain samples already left out).
+    """
+    both = bool((labels == 1).any() and (labels == 0).any())
+    return float(roc_auc_score(labels, scores)) if both else math.nan
+
+
 def _point_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float | int]:
     """Unweighted metrics of one finding on its labelled samples (scikit-learn for AUROC and AP)."""
     positive = labels == 1
@@ -367,7 +381,7 @@ def _point_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> 
     return {
         "positives": tp + fn,
         "negatives": fp + tn,
-        "auroc": float(roc_auc_score(labels, scores)) if both else math.nan,
+        "auroc": finding_auroc(scores, labels),
         "average_precision": float(average_precision_score(labels, scores)) if both else math.nan,
         "sensitivity": _ratio(tp, tp + fn),
         "specificity": _ratio(tn, tn + fp),

@@ -32,6 +32,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from medres.models.package_layout import BACKBONE_PREFIX, CHECKPOINT_KEY, CONTRACT_FILE, WEIGHTS_FILE
+
 __all__ = ["LoadReport", "WeightsError", "load_pretrained", "read_state_dict"]
 
 logger = logging.getLogger(__name__)
@@ -195,7 +197,6 @@ def load_pretrained(
 def _read(path: str | Path) -> _Checkpoint:
     """``read_state_dict``, also saying whether the file was medres's own."""
     # Imported here: medres.package imports medres.models, which may import this module.
-    from medres.package import BACKBONE_PREFIX, CHECKPOINT_KEY, CONTRACT_FILE, WEIGHTS_FILE
 
     if _URL.match(str(path)):
         raise WeightsError(f"{path}: medres loads weights from local files only; download the file and pass its path")

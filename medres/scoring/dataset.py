@@ -11,8 +11,8 @@ import torch
 from monai.data import MetaTensor
 from torch.utils.data import Dataset
 
-from medres.data.dicom import DicomErrorKind, DicomReadError
 from medres.data.transforms import IMAGE_KEY, Preprocessing, eval_transforms
+from medres.dicom import DicomErrorKind, DicomReadError
 from medres.scoring.samples import ScoringSample, ledger_row
 
 PREPROCESSING_ERROR = "preprocessing_error"  # decoded, but the preprocessing pipeline failed on it

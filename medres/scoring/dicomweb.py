@@ -55,7 +55,7 @@ from medres.scoring.sr import build_study_sr, sr_identity
 from medres.scoring.studies import Aggregation
 
 if TYPE_CHECKING:  # scoring pulls in Lightning; imported when score_dicomweb runs
-    from medres.scoring.score import ScoreSummary
+    from medres.scoring.summary import ScoreSummary
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from medres.tracking.defaults import default_artifact_location, disable_telemetr
 from medres.tracking.privacy import allowed_params, allowed_tags, is_allowed_artifact
 
 if TYPE_CHECKING:
-    from medres.scoring.score import ScoreSummary
+    from medres.scoring.summary import ScoreSummary
 
 EXPERIMENT = "medres-scoring"
 HISTOGRAM_BINS = 50

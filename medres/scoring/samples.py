@@ -7,12 +7,12 @@ Before a pixel is decoded, every file under the input folder is indexed header-o
 
 - a 2D package scores one sample per instance;
 - a 3D package scores one sample per series: the series' manifest rows are planned header-only with
-  :func:`~medres.data.series.plan_series`; files the plan leaves out (localizers, duplicate positions) and every
+  :func:`~medres.dicom.series.plan_series`; files the plan leaves out (localizers, duplicate positions) and every
   file of a series with a fatal issue go to the ledger instead.
 
 Each input file is accounted for exactly once: as a member of a sample, or as a ledger row.
 
-Ledger kinds settled here (beside the reader's :class:`~medres.data.dicom.DicomErrorKind` values from the
+Ledger kinds settled here (beside the reader's :class:`~medres.dicom.errors.DicomErrorKind` values from the
 index, and the ``inconsistent_series``/``missing_geometry`` rejections of :func:`~medres.data.selection.select`):
 ``not_selected`` (the package's selection rules, or a localizer or other-orientation slice the series plan
 dropped; the message is the reason) and ``duplicate`` (a second instance at a slice position the series
@@ -22,7 +22,6 @@ already has).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +29,12 @@ from typing import Any
 import pandas as pd
 import pydicom
 
-from medres.data.datamodule import patient_key_salt
-from medres.data.dicom import DicomErrorKind, DicomReadError
+from medres.data.keys import patient_key_salt
 from medres.data.manifest import index_archive
-from medres.data.selection import SeriesSelection, dropped_reason, select
-from medres.data.series import SeriesIssue, plan_series
+from medres.data.samples import series_sample
+from medres.data.selection import SeriesSelection, select
 from medres.data.transforms import IDENTITY_COLUMNS
-from medres.scoring.writers import N_INSTANCES
+from medres.dicom.errors import DicomErrorKind, DicomReadError
 
 log = logging.getLogger(__name__)
 
@@ -144,39 +142,14 @@ def plan_scoring(
 def _series_sample(root: Path, rows: pd.DataFrame) -> tuple[ScoringSample | None, list[dict[str, Any]]]:
     """One series' sample (``None`` when it cannot be scored) and the ledger rows of files it leaves out.
 
-    The sample's image is the plan's files in slice order, as the data module gives training samples (the
-    reader plans them again, to the same volume); the files the plan leaves out go to the ledger with a reason.
+    Built by :func:`medres.data.samples.series_sample`, as training builds its samples: the same files in the same
+    order, and the same reason for each file left out.
     """
-    records = {str(record["path"]): record for record in rows.sort_values("path").to_dict("records")}
-    members = {path: member_of(record) for path, record in records.items()}
+    members = {str(record["path"]): member_of(record) for record in rows.to_dict("records")}
     try:
-        series_plan = plan_series(rows, root=root)
-    except DicomReadError as err:  # a multi-frame header that cannot be read: the series cannot be planned
+        sample = series_sample(rows, root)
+    except DicomReadError as err:  # no volume: every file of the series goes to the ledger with the reason
         return None, [ledger_row(m, str(err.kind), err.message) for m in members.values()]
-    if series_plan.fatal_issues:  # select() rejects these already; kept here so no plan is read unchecked
-        kind, message = _fatal_reason(series_plan.fatal_issues)
-        return None, [ledger_row(m, kind, message) for m in members.values()]
-    relative = {str(root / path): path for path in records}  # the plan's paths are joined to root
-    files = list(dict.fromkeys(relative[str(p)] for p in series_plan.paths))  # slice order; multi-frame once
-    scored = set(files)
-    # A file none of whose slices (frames) made it into the volume was dropped by the plan; say why.
-    ledger = [
-        ledger_row(members[path], *dropped_reason(records[path], series_plan)) for path in records if path not in scored
-    ]
-    first = members[files[0]]
-    identity = {
-        "path": first["path"],
-        "SOPInstanceUID": None,
-        "SeriesInstanceUID": first["SeriesInstanceUID"],
-        "StudyInstanceUID": first["StudyInstanceUID"],
-        N_INSTANCES: len(files),
-    }
-    image = [str(root / path) for path in files]
-    return ScoringSample(image, identity, tuple(members[path] for path in files)), ledger
-
-
-def _fatal_reason(issues: Sequence[SeriesIssue]) -> tuple[str, str]:
-    """Ledger kind and message for a series that cannot become a volume (every file of it gets them)."""
-    missing = any(issue.kind == DicomErrorKind.MISSING_GEOMETRY for issue in issues)
-    kind = DicomErrorKind.MISSING_GEOMETRY if missing else DicomErrorKind.INCONSISTENT_SERIES
-    return str(kind), "; ".join(f"{issue.kind}: {issue.message}" for issue in issues)
+    ledger = [ledger_row(members[str(record["path"])], kind, message) for record, kind, message in sample.dropped]
+    image = [str(root / path) for path in sample.files]
+    return ScoringSample(image, sample.identity, tuple(members[path] for path in sample.files)), ledger

@@ -54,8 +54,8 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,79 +67,19 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from medres.models.inference import probabilities
 from medres.package import ModelPackage, probability_column
 from medres.scoring.discovery import Chunk, count_inputs, folder_chunks, manifest_chunks, plan_chunks
-from medres.scoring.job import ChunkRecord, ScoringJob, errors_dir_for, studies_path_for, sum_kinds
+from medres.scoring.job import ChunkRecord, ScoringJob, studies_path_for, sum_kinds
+from medres.scoring.report import log_scoring_run
 from medres.scoring.samples import plan_scoring
 from medres.scoring.stream import ChunkStream
 from medres.scoring.studies import Aggregation, aggregate_studies
+from medres.scoring.summary import ScoreSummary
 from medres.scoring.writers import LEDGER_SCHEMA, N_INSTANCES, prediction_rows, prediction_schema
 from medres.tracking.registry import ResolvedModel, load_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ScoreSummary:
-    """What a scoring job did (over all its runs and ranks).
-
-    Attributes:
-        predictions: Prediction rows (instances for a 2D model, series for a 3D one).
-        scored_files: Input files those rows stand for.
-        errors: Ledger rows (one per file).
-        error_kinds: Ledger rows per kind.
-        output: Predictions dataset folder.
-        errors_path: Error-ledger dataset folder.
-        seconds: This run's wall time.
-        model: ``name/version``.
-        series: Whether a prediction row stands for a series (3D model) rather than one file.
-        files: Input files (``scored_files + errors``).
-        studies: Rows of the study table.
-        studies_path: The study table.
-        resumed: Input files committed by earlier runs of the job (not scored again by this one).
-        rank: This process's rank (only rank 0 writes the study table and the MLflow run).
-        run_id: The MLflow scoring run, when one was logged.
-    """
-
-    predictions: int
-    scored_files: int
-    errors: int
-    error_kinds: dict[str, int]
-    output: Path
-    errors_path: Path
-    seconds: float
-    model: str = ""
-    series: bool = False
-    files: int = 0
-    studies: int = 0
-    studies_path: Path | None = None
-    resumed: int = 0
-    rank: int = 0
-    run_id: str | None = None
-    model_name: str = field(default="", repr=False)
-    model_version: str = field(default="", repr=False)
-
-    @property
-    def files_per_second(self) -> float:
-        """Input files this run settled per second of its wall time."""
-        return (self.files - self.resumed) / self.seconds if self.seconds > 0 else 0.0
-
-    def line(self) -> str:
-        """One human line for the terminal."""
-        kinds = ", ".join(f"{k}: {n}" for k, n in sorted(self.error_kinds.items())) or "none"
-        unit = f"series ({self.scored_files} file(s))" if self.series else "file(s)"
-        resumed = f" ({self.resumed} resumed)" if self.resumed else ""
-        return (
-            f"scored {self.predictions} {unit} with {self.model} in {self.seconds:.1f}s{resumed}, "
-            f"{self.files_per_second:.1f} files/s → {self.output}; "
-            f"{self.errors} in the error ledger ({kinds}) → {self.errors_path}; "
-            f"{self.studies} stud(ies) → {self.studies_path}"
-        )
-
-
-def errors_path_for(output: Path) -> Path:
-    """The error ledger beside ``output``: ``preds.parquet`` → ``preds.errors.parquet``."""
-    return errors_dir_for(output)
 
 
 class _ScoringModule(pl.LightningModule):
@@ -165,7 +105,7 @@ class _ScoringModule(pl.LightningModule):
         if self.channels_last and len(batch["rows"]):
             images = images.contiguous(memory_format=torch.channels_last)
         # (n_ok, F); a batch whose files all went to the ledger has no image to run
-        probs = torch.sigmoid(self.network(images).float()) if batch["rows"] else torch.zeros((0, self.num_findings))
+        probs = probabilities(self.network, images) if batch["rows"] else torch.zeros((0, self.num_findings))
         return {**{k: v for k, v in batch.items() if k != "image"}, "probs": probs.cpu()}
 
 
@@ -340,6 +280,41 @@ def score_archive(
         ValueError: a bad setting, or ``output`` holds another job (see :class:`~medres.scoring.job.ScoringJob`).
     """
     started = time.perf_counter()
+    _check_arguments(input_dir, manifest, chunk_files, batch_size, aggregation)
+    resolved = load_model(model, tracking_uri=tracking_uri)
+    package = resolved.package
+    spatial_dims = package.preprocessing.spatial_dims
+    if manifest is not None and spatial_dims == 3:
+        raise ValueError(f"--manifest {manifest}: a 3D package plans series from the folder; leave --manifest out")
+    job = _open_job(output, input_dir, manifest, resolved, chunk_files, resume)
+    exclude = _inside(input_dir, [output, job.errors, job.studies])
+    chunks = _chunk_source(input_dir, manifest, exclude, package, chunk_files, num_workers, progress)
+    stream = ChunkStream(
+        input_dir, chunks, job, spatial_dims, package.selection, package.preprocessing, batch_size=batch_size
+    )
+    writer = _ChunkWriter(resolved, job, stream, progress)
+    if progress:
+        _count_in_background(input_dir, manifest, exclude, writer.total)
+    resumed = job.resumed_files()
+    devices_spec = _Devices(accelerator, devices, num_nodes, strategy, precision)
+    trainer = _predict(stream, writer, package, num_workers, devices_spec, compile_network)
+    _barrier(trainer)
+    summary = _summarise(job, resolved, trainer.global_rank, started, resumed)
+    if summary.rank == 0:  # every rank's parts are committed; rank 0 finishes the job
+        _write_study_table(job, package, summary, aggregation)
+        if _should_log(log_mlflow, tracking_uri, model):
+            params = {"aggregation": aggregation, "chunk_files": str(chunk_files), "spatial_dims": str(spatial_dims)}
+            summary.run_id = log_scoring_run(
+                summary, input_dir, package.findings, package.thresholds, params, tracking_uri
+            )
+    return summary
+
+
+# ---- the steps of score_archive ------------------------------------------------------------------
+def _check_arguments(
+    input_dir: Path, manifest: Path | None, chunk_files: int, batch_size: int, aggregation: Aggregation
+) -> None:
+    """Refuse bad settings before anything is loaded, each with one line naming the setting."""
     if not input_dir.is_dir():
         raise FileNotFoundError(f"--input {input_dir}: no such folder")
     if manifest is not None and not manifest.is_file():
@@ -348,11 +323,12 @@ def score_archive(
         raise ValueError(f"--chunk_files {chunk_files}, --batch_size {batch_size}: both must be at least 1")
     if aggregation not in ("max", "mean"):
         raise ValueError(f"--aggregation {aggregation}: expected max or mean")
-    resolved = load_model(model, tracking_uri=tracking_uri)
-    package = resolved.package
-    spatial_dims = package.preprocessing.spatial_dims
-    if manifest is not None and spatial_dims == 3:
-        raise ValueError(f"--manifest {manifest}: a 3D package plans series from the folder; leave --manifest out")
+
+
+def _open_job(
+    output: Path, input_dir: Path, manifest: Path | None, resolved: ResolvedModel, chunk_files: int, resume: bool
+) -> ScoringJob:
+    """The job in ``output``: a new one, or the interrupted one with the same identity (refused if it differs)."""
     identity = {
         "format": 1,
         "input": str(input_dir.resolve()),
@@ -360,40 +336,65 @@ def score_archive(
         "model_name": resolved.name,
         "model_version": resolved.version,
         "chunk_files": chunk_files,
-        "spatial_dims": spatial_dims,
+        "spatial_dims": resolved.package.preprocessing.spatial_dims,
     }
     job = ScoringJob(output, identity)
     # Under DDP every rank runs this; opening an existing job only reads, and a new job.json is written atomically.
     job.open(resume=resume or "LOCAL_RANK" in os.environ)
-    exclude = _inside(input_dir, [output, job.errors, job.studies])
-    if spatial_dims == 2:
+    return job
 
-        def chunks() -> Iterator[Chunk]:
-            if manifest is not None:
-                return manifest_chunks(manifest, chunk_files)
-            return folder_chunks(input_dir, chunk_files, exclude)
 
-    else:
-        plan = plan_scoring(input_dir, 3, package.selection, num_workers=num_workers, progress=progress)
-        planned = plan_chunks(plan, chunk_files)
-        if len(planned) == 1 and not planned[0].paths:
-            planned = []
+def _chunk_source(
+    input_dir: Path,
+    manifest: Path | None,
+    exclude: list[str],
+    package: ModelPackage,
+    chunk_files: int,
+    num_workers: int,
+    progress: bool,
+) -> Callable[[], Iterator[Chunk]]:
+    """What yields the job's chunks, afresh on each call (each DataLoader worker iterates its own).
 
-        def chunks() -> Iterator[Chunk]:
-            return iter(planned)
+    2D: the folder walk (or the manifest) cut into chunks lazily. 3D: series are planned from the whole folder's
+    headers first (a series' files may lie anywhere), then cut into chunks of series.
+    """
+    if package.preprocessing.spatial_dims == 2:
+        if manifest is not None:
+            return lambda: manifest_chunks(manifest, chunk_files)
+        return lambda: folder_chunks(input_dir, chunk_files, exclude)
+    plan = plan_scoring(input_dir, 3, package.selection, num_workers=num_workers, progress=progress)
+    planned = plan_chunks(plan, chunk_files)
+    if len(planned) == 1 and not planned[0].paths:
+        planned = []
+    return lambda: iter(planned)
 
-    stream = ChunkStream(
-        input_dir, chunks, job, spatial_dims, package.selection, package.preprocessing, batch_size=batch_size
-    )
-    writer = _ChunkWriter(resolved, job, stream, progress)
-    if progress:
-        _count_in_background(input_dir, manifest, exclude, writer.total)
+
+@dataclass(frozen=True)
+class _Devices:
+    """The Lightning Trainer settings of a scoring job: where and in what precision the network runs."""
+
+    accelerator: str
+    devices: int | str
+    num_nodes: int
+    strategy: str
+    precision: str
+
+
+def _predict(
+    stream: ChunkStream,
+    writer: _ChunkWriter,
+    package: ModelPackage,
+    num_workers: int,
+    devices: _Devices,
+    compile_network: bool,
+) -> pl.Trainer:
+    """Run the chunks through the network with ``Trainer.predict``; the writer commits each chunk as it completes."""
     trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
-        precision=precision,  # type: ignore[arg-type]
+        accelerator=devices.accelerator,
+        devices=devices.devices,
+        num_nodes=devices.num_nodes,
+        strategy=devices.strategy,
+        precision=devices.precision,  # type: ignore[arg-type]
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -404,31 +405,15 @@ def score_archive(
     niceness = CPU_WORKER_NICENESS if isinstance(trainer.accelerator, CPUAccelerator) else 0
     worker_init = functools.partial(_decoding_worker, niceness=niceness)
     loader = DataLoader(stream, batch_size=None, num_workers=num_workers, worker_init_fn=worker_init)
-    resumed = job.resumed_files()
     with warnings.catch_warnings():
         # Lightning cannot infer batch indices from an iterable dataset; rows carry their own identity.
         warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
         trainer.predict(_ScoringModule(package, compile_network), dataloaders=loader, return_predictions=False)
-    _barrier(trainer)
-    return _finish(
-        job, resolved, input_dir, trainer.global_rank, started, resumed, aggregation, log_mlflow, tracking_uri, model
-    )
+    return trainer
 
 
-def _finish(
-    job: ScoringJob,
-    resolved: ResolvedModel,
-    root: Path,
-    rank: int,
-    started: float,
-    resumed: int,
-    aggregation: Aggregation,
-    log_mlflow: bool | None,
-    tracking_uri: str | None,
-    model: str,
-) -> ScoreSummary:
-    """Check the job is complete; rank 0 tidies it, writes the study table and logs the run."""
-    package = resolved.package
+def _summarise(job: ScoringJob, resolved: ResolvedModel, rank: int, started: float, resumed: int) -> ScoreSummary:
+    """The job's counts over all its runs and ranks; refuses a job in which a file is neither scored nor ledgered."""
     records, files = job.totals()
     summary = ScoreSummary(
         predictions=sum(r.predictions for r in records),
@@ -438,8 +423,7 @@ def _finish(
         output=job.output,
         errors_path=job.errors,
         seconds=time.perf_counter() - started,
-        model=f"{resolved.name}/{resolved.version}",
-        series=package.preprocessing.spatial_dims == 3,
+        series=resolved.package.preprocessing.spatial_dims == 3,
         files=files,
         studies_path=studies_path_for(job.output),
         resumed=resumed,
@@ -449,8 +433,11 @@ def _finish(
     )
     if summary.scored_files + summary.errors != files:
         raise RuntimeError(f"scored {summary.scored_files} + ledgered {summary.errors} ≠ {files} input files")
-    if rank != 0:
-        return summary
+    return summary
+
+
+def _write_study_table(job: ScoringJob, package: ModelPackage, summary: ScoreSummary, aggregation: Aggregation) -> None:
+    """Tidy the job's parts and write one row per study (rank 0, after every rank committed its chunks)."""
     schema = prediction_schema(package.findings, series=summary.series)
     job.tidy(schema, LEDGER_SCHEMA)
     # The study table needs each study's rows together, and a study's files may lie anywhere in the walk: read
@@ -462,12 +449,10 @@ def _finish(
     studies.to_parquet(partial, index=False)
     os.replace(partial, job.studies)  # a kill while writing leaves no half table; the rerun rewrites it
     summary.studies = len(studies)
-    if log_mlflow is None:
-        log_mlflow = bool(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or model.startswith("models:/"))
-    if log_mlflow:
-        from medres.scoring.report import log_scoring_run
 
-        params = {"aggregation": aggregation, "chunk_files": str(job.identity["chunk_files"])}
-        params["spatial_dims"] = str(package.preprocessing.spatial_dims)
-        summary.run_id = log_scoring_run(summary, root, package.findings, package.thresholds, params, tracking_uri)
-    return summary
+
+def _should_log(log_mlflow: bool | None, tracking_uri: str | None, model: str) -> bool:
+    """``--log_mlflow`` as given, else: when a store is named or the model came from the registry."""
+    if log_mlflow is not None:
+        return log_mlflow
+    return bool(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or model.startswith("models:/"))

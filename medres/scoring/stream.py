@@ -22,11 +22,11 @@ from typing import Any
 import pandas as pd
 from torch.utils.data import IterableDataset, get_worker_info
 
-from medres.data.datamodule import patient_key_salt
-from medres.data.dicom import DicomErrorKind, DicomReadError
+from medres.data.keys import patient_key_salt
 from medres.data.manifest import MANIFEST_COLUMNS, read_manifest_row
 from medres.data.selection import SeriesSelection, select
 from medres.data.transforms import Preprocessing
+from medres.dicom import DicomErrorKind, DicomReadError
 from medres.scoring.dataset import ScoringDataset, collate_scoring
 from medres.scoring.discovery import Chunk
 from medres.scoring.job import ScoringJob

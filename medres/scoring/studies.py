@@ -7,11 +7,11 @@ from typing import Literal
 
 import pandas as pd
 
+from medres.data.samples import N_INSTANCES
 from medres.package import finding_column, probability_column
 
 Aggregation = Literal["max", "mean"]
 STUDY_KEY = "StudyInstanceUID"
-N_INSTANCES = "n_instances"
 
 
 def aggregate_studies(

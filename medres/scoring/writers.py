@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from medres.data.samples import N_INSTANCES
 from medres.data.transforms import IDENTITY_COLUMNS
 from medres.package import finding_column, probability_column
 
@@ -25,10 +26,6 @@ LEDGER_SCHEMA = pa.schema(
         ("message", pa.string()),
     ]
 )
-
-
-# A series row (3D models) adds how many input files the one prediction stands for.
-N_INSTANCES = "n_instances"
 
 
 def prediction_schema(findings: Sequence[str], series: bool = False) -> pa.Schema:

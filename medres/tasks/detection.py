@@ -20,17 +20,19 @@ from medres.data.sampling import global_seed, seed_epoch
 from medres.data.selection import SeriesSelection
 from medres.data.summary import DataSummary
 from medres.data.transforms import Preprocessing
+from medres.evaluation.metrics import finding_auroc
 from medres.evaluation.thresholds import OperatingPoint, ThresholdRule, choose_thresholds
 from medres.models.weights import load_pretrained
 from medres.package import CHECKPOINT_KEY, ModelPackage, build_backbone
 from medres.tasks.losses import UncertainPolicy, masked_bce_with_logits, resolve_labels
 from medres.tasks.outputs import EpochPredictions, PredictionCollector
+from medres.tracking.resume import MLFLOW_RUN_KEY
 
 IGNORE_INDEX = -1  # torchmetrics' marker for "leave this label out"
 # Checkpoint entries beside Lightning's own: the validation operating points the thresholds were chosen at, and
 # the MLflow run that wrote the checkpoint (``medres fit --ckpt_path`` continues it).
 OPERATING_POINTS_KEY = "medres_operating_points"
-MLFLOW_RUN_KEY = "medres_mlflow_run"
+
 POS_WEIGHT_TAG = "medres.pos_weight"  # the weights ``pos_weight: auto`` chose, "finding=value, ..."
 log = logging.getLogger(__name__)
 
@@ -44,11 +46,18 @@ class MaskedMultilabelAUROC(MultilabelAUROC):
 
     # The base class's annotation is its precision-recall-curve grandparent's; AUROC returns a tensor.
     def compute(self) -> torch.Tensor:  # type: ignore[override]  # states are already synced here
-        """AUROC per finding, NaN where the finding has no positive or no negative label."""
-        values = super().compute()
-        target = dim_zero_cat(self.target)
-        has_both = (target == 1).any(dim=0) & (target == 0).any(dim=0)
-        return torch.where(has_both, values, torch.full_like(values, float("nan")))
+        """AUROC per finding (:func:`medres.evaluation.metrics.finding_auroc`), NaN where one class is missing.
+
+        torchmetrics keeps and syncs the epoch's predictions across DDP ranks; the AUROC itself is medres's one
+        implementation, so training, held-out evaluation and the review report agree to the last digit.
+        """
+        preds = dim_zero_cat(self.preds).float().cpu().numpy()
+        target = dim_zero_cat(self.target).cpu().numpy()
+        values = []
+        for column in range(preds.shape[1]):
+            known = (target[:, column] == 0) | (target[:, column] == 1)  # ignore_index rows left out
+            values.append(finding_auroc(preds[known, column], target[known, column]))
+        return torch.tensor(values, dtype=torch.float32)
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:

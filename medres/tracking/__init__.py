@@ -1,17 +1,10 @@
-"""MLflow: logger set-up, config logging, model logging and registration, model resolution, gradient flow."""
+"""MLflow alone: store defaults, config params, the privacy allow-list, provenance, model logging, registry, resume.
 
-from medres.tracking.config_logging import MLflowSaveConfig
-from medres.tracking.gradient_flow import GradientFlowMonitor, stage_gradient_norms
-from medres.tracking.logger import MLflowLogger
-from medres.tracking.model_logging import RegisterModel, log_model_package
+Nothing here imports Lightning, a task or scoring: the Lightning side of tracking (the logger, config and registration
+callbacks) lives in :mod:`medres.tasks.callbacks` and calls into this package.
+"""
+
+from medres.tracking.model_logging import log_model_package
 from medres.tracking.registry import load_model
 
-__all__ = [
-    "GradientFlowMonitor",
-    "MLflowLogger",
-    "MLflowSaveConfig",
-    "RegisterModel",
-    "load_model",
-    "log_model_package",
-    "stage_gradient_norms",
-]
+__all__ = ["load_model", "log_model_package"]

@@ -3,8 +3,8 @@
 Tracking servers are shared far more widely than the archive, so nothing read from a DICOM header may reach
 them. medres logs only values it computes (counts, hashes, metrics, plots of pixels with index captions) under
 the keys below; anything else is dropped with a warning naming the key, so a new logging call cannot leak by
-accident. The test ``tests/tracking/test_privacy.py`` plants identifying values in an archive and searches the
-store, artifacts, logs and outputs for them.
+accident. ``tests/test_end_to_end.py`` and ``tests/tasks/test_review_server.py`` plant identifying values in an archive
+and search the store, artifacts, logs and outputs for them.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """What the logged MLflow model is: its artifacts, its code file and its signature.
 
 The model is logged as MLflow "models from code": MLflow stores :data:`MODEL_CODE` (a short file that
-builds :class:`medres.tracking.serving.MedresPyfuncModel` from the installed medres) instead of a
+builds :class:`medres.scoring.serving.MedresPyfuncModel` from the installed medres) instead of a
 cloudpickle, and the weights as a medres package (safetensors + JSON) in the model's ``artifacts/package``.
 Loading runs that file and reads the package; nothing of ours is unpickled.
 
 This module is the contract only and imports nothing of scoring: the registry and ``medres score`` import
 these names, and the model class itself (which reuses scoring's functions) lives in
-:mod:`medres.tracking.serving`.
+:mod:`medres.scoring.serving`. Models logged before medres 0.2 name ``medres.tracking.serving`` in their stored
+code; that module stays as an alias.
 
 Input (one row per request item)
     ``path``: a DICOM file for a 2D package; for a 3D package a folder holding one series, or one file of the
@@ -35,7 +36,9 @@ PACKAGE_ARTIFACT = "package"
 PATH_COLUMN = "path"
 PIXELS_COLUMN = "pixels"
 ERROR_COLUMN = "error"
-MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # the models-from-code file MLflow logs and runs
+# The models-from-code file MLflow copies into each logged model and runs to load it. A file path, not an import:
+# the model class lives in the scoring stage, above tracking, and only the file's text travels with the model.
+MODEL_CODE = Path(__file__).parents[1] / "scoring" / "pyfunc_model.py"
 
 
 def model_signature(findings: Sequence[str]) -> ModelSignature:

@@ -118,7 +118,7 @@ CT_PRE = Preprocessing(
 
 @pytest.fixture(scope="module")
 def ct_archive(tmp_path_factory):
-    from medres.data.synthetic import synth_ct
+    from medres.synthetic import synth_ct
 
     return synth_ct(tmp_path_factory.mktemp("ct") / "ct", patients=12, seed=4, slices=16, size=24).root
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from medres.data.dicom import DicomErrorKind, DicomReadError
 from medres.data.transforms import IMAGE_KEY, Augmentation2D, Preprocessing, eval_transforms, train_transforms
+from medres.dicom import DicomErrorKind, DicomReadError
 
 from ..conftest import dicom_files
 
@@ -28,7 +28,7 @@ def test_in_channels_three_repeats_the_grey_channel(tiny_archive):
 
 @pytest.mark.parametrize("in_channels", [1, 3])
 def test_colour_file_reaches_the_network_as_luminance(tmp_path, in_channels):
-    from .test_dicom_display import BT601, dataset, save
+    from ..dicom.test_dicom_display import BT601, dataset, save
 
     rgb = np.random.default_rng(0).integers(0, 256, (32, 32, 3)).astype(np.uint8)
     path = save(dataset(rgb, "RGB"), tmp_path / "us.dcm")

@@ -132,7 +132,6 @@ def test_montage_2d(tmp_path: Path) -> None:
     assert image[..., :3].std() > 0.05
 
 
-@pytest.mark.slow
 def test_montage_3d(tmp_path: Path) -> None:
     model = backbone("resnet10", spatial_dims=3)
     images = torch.rand(2, 1, 32, 32, 16)  # (N, C, x, y, z)

@@ -188,7 +188,7 @@ def test_preact_network_normalises_after_the_last_block() -> None:
     assert isinstance(create_model("resnet20").norm, nn.Identity)
 
 
-@pytest.mark.parametrize("name", ["resnet20", "preact_resnet164"])
+@pytest.mark.parametrize("name", ["resnet20", pytest.param("preact_resnet164", marks=pytest.mark.slow)])
 def test_grad_checkpointing_gives_the_same_outputs_and_gradients(name: str) -> None:
     reference = create_model(name, in_channels=1, num_classes=3, zero_init_residual=False, drop_path_rate=0.2)
     checkpointed = create_model(name, in_channels=1, num_classes=3, zero_init_residual=False, drop_path_rate=0.2)

@@ -14,6 +14,9 @@ CIFAR = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet120
 PREACT = [f"preact_{name}" for name in IMAGENET[1:]] + ["preact_resnet164", "preact_resnet1001"]
 PLAIN = ["plain18", "plain34"] + [name.replace("resnet", "plain") for name in CIFAR] + ["plain164", "plain1001"]
 IMAGENET_STEM = {*IMAGENET, *PREACT[:-2], "plain18", "plain34"}
+# The 1000+-layer networks take seconds each on 2 cores: their contract runs with the slow tests (make test), the rest
+# in the edit-test loop (make test-fast).
+THOUSAND_LAYERS = {"resnet1202", "plain1202", "preact_resnet1001", "plain1001"}
 
 
 @pytest.fixture(autouse=True)
@@ -40,18 +43,21 @@ def test_registered_names() -> None:
 def _contract_kwargs(name: str, spatial_dims: int) -> dict[str, object]:
     # zero_init_residual=False: with zero-init the last affine layer of a branch is 0, so every weight *before* it
     # gets an exactly-zero gradient on the first step; without it every parameter must get signal. Plain networks
-    # refuse zero-init (it would cut their only path). 3D ImageNet networks at full width are ~3× the parameters of
-    # 2D (ResNet-200: 190M); quarter widths keep each variant's depth and blocks while staying fast.
+    # refuse zero-init (it would cut their only path). ImageNet-stem networks at full width are tens of millions of
+    # parameters (3D ResNet-200: 190M); quarter widths keep each variant's depth and blocks while staying fast.
     kwargs: dict[str, object] = {"in_channels": 1, "num_classes": 3}
     if name not in PLAIN:
         kwargs["zero_init_residual"] = False
-    if spatial_dims == 3 and name in IMAGENET_STEM:
+    if name in IMAGENET_STEM:
         kwargs |= {"widths": (16, 32, 64, 128), "stem_width": 16}
     return kwargs
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-@pytest.mark.parametrize("name", IMAGENET + CIFAR + PREACT + PLAIN)
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in THOUSAND_LAYERS else n for n in IMAGENET + CIFAR + PREACT + PLAIN],
+)
 def test_contract_every_registered_variant(name: str, spatial_dims: int) -> None:
     model = create_model(name, spatial_dims=spatial_dims, **_contract_kwargs(name, spatial_dims))
     assert model.spatial_dims == spatial_dims

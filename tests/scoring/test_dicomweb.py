@@ -12,7 +12,6 @@ import torch
 from dicomweb_client import DICOMwebClient
 from dicomweb_client.session_utils import create_session_from_user_pass
 
-from medres.data.synthetic import synth_chest_xray
 from medres.data.transforms import Preprocessing
 from medres.package import CHECKPOINT_KEY
 from medres.scoring.dicomweb import (
@@ -27,6 +26,7 @@ from medres.scoring.dicomweb import (
 )
 from medres.scoring.sr import PRIVATE_SCHEME, build_study_sr, finding_concept, read_study_findings, sr_identity
 from medres.scoring.studies import aggregate_studies
+from medres.synthetic import synth_chest_xray
 from medres.tasks.detection import MultiLabelDetection
 
 from ..conftest import dicom_files, find_identifying, identifying_values

@@ -11,9 +11,9 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless
 
 from medres.data.selection import SeriesSelection
-from medres.data.synthetic import synth_ct
 from medres.data.transforms import IMAGE_KEY, eval_transforms
 from medres.scoring import score_archive
+from medres.synthetic import synth_ct
 
 from ..conftest import find_identifying
 from .ct_series import (

@@ -11,8 +11,8 @@ from mlflow import MlflowClient
 
 from medres.data.datamodule import DicomDataModule
 from medres.data.transforms import Preprocessing
+from medres.tasks.callbacks.mlflow_logger import MLflowLogger
 from medres.tasks.detection import POS_WEIGHT_TAG, MultiLabelDetection, auto_pos_weight
-from medres.tracking.logger import MLflowLogger
 
 FINDINGS = ["nodule", "effusion", "cardiomegaly", "pneumothorax"]
 

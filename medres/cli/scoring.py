@@ -1,0 +1,83 @@
+"""``medres score``: a registered model over a folder or a PACS query, resumable, with an error ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medres.scoring.studies import Aggregation
+
+
+def score_command(
+    model: str,
+    input: str,
+    output: Path,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    accelerator: str = "auto",
+    precision: str = "32-true",
+    devices: int | str = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
+    compile: bool = False,
+    manifest: Path | None = None,
+    chunk_files: int = 512,
+    aggregation: Aggregation = "max",
+    resume: bool = True,
+    log_mlflow: bool | None = None,
+    tracking_uri: str | None = None,
+    progress: bool = True,
+) -> None:
+    """Score every file under a folder with a registered model or a checkpoint; rerun the same command to resume.
+
+    Args:
+        model: models:/NAME/VERSION, models:/NAME/latest, models:/NAME@ALIAS or a .ckpt path.
+        input: Folder to score, or dicomweb://HOST:PORT/PATH?StudyDate=…&ModalitiesInStudy=… (dicomwebs:// for https):
+            a PACS query, mirrored beside --output, scored, one SR per study stored back (credentials from
+            MEDRES_DICOMWEB_USERNAME and MEDRES_DICOMWEB_PASSWORD).
+        output: Predictions folder of Parquet parts (e.g. preds.parquet); the error ledger (preds.errors.parquet)
+            and the study table (preds.studies.parquet) go beside it.
+        batch_size: Images per forward pass.
+        num_workers: Header-reading and decoding worker processes.
+        accelerator: Lightning accelerator (auto, cpu, gpu).
+        precision: Lightning precision (32-true, bf16-mixed, 16-mixed).
+        devices: Devices per node (2 with --strategy ddp scores on two GPUs or CPU processes).
+        strategy: Lightning strategy (auto, ddp).
+        num_nodes: Machines taking part.
+        compile: Run the network through torch.compile.
+        manifest: Manifest from medres index of the input folder, scored instead of walking it (2D models).
+        chunk_files: Files per chunk, the unit of commit and resume (3D models: series per chunk).
+        aggregation: Study score from its images: max or mean.
+        resume: Continue the job found in --output (false: start it over).
+        log_mlflow: Log a medres-scoring run (default: when a tracking store is named or the model is registered).
+        tracking_uri: Registry and tracking store (default MLFLOW_TRACKING_URI or ./mlflow.db).
+        progress: Show a progress bar with rate and ETA.
+    """
+    from medres.scoring.dicomweb import DicomWebScoreSummary, is_dicomweb_url, score_dicomweb
+    from medres.scoring.score import score_archive
+    from medres.scoring.summary import ScoreSummary
+
+    options: dict[str, Any] = dict(
+        batch_size=batch_size,
+        num_workers=num_workers,
+        accelerator=accelerator,
+        precision=precision,
+        tracking_uri=tracking_uri,
+        progress=progress,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
+        compile_network=compile,
+        manifest=manifest,
+        chunk_files=chunk_files,
+        aggregation=aggregation,
+        resume=resume,
+        log_mlflow=log_mlflow,
+    )
+    summary: ScoreSummary | DicomWebScoreSummary
+    if is_dicomweb_url(input):  # a str, not a Path: Path would fold the URL's "//"
+        summary = score_dicomweb(model, input, output, **options)
+    else:
+        summary = score_archive(model, Path(input), output, **options)
+    if summary.rank == 0:  # under DDP every rank returns; one line is the job's
+        print(summary.line())
