@@ -75,18 +75,36 @@ def main(argv: Sequence[str] | None = None) -> None:
             COMMANDS[command](rest)
         else:
             raise _UsageError(f"unknown command {command!r}; expected one of {[*TRAINER_SUBCOMMANDS, *COMMANDS]}")
-    except (_UsageError, ArgumentError, ValueError, FileNotFoundError) as err:
-        # Bad input names the file or setting in one line; MEDRES_DEBUG=1 shows the traceback instead.
+    except Exception as err:
+        # One line, never a traceback, unless MEDRES_DEBUG=1 asks for it. Bad input (a setting, a path, a model
+        # reference) exits 2 naming it; anything else is a failure of the job and exits 1 with its type.
         if os.environ.get("MEDRES_DEBUG"):
             raise
-        _die(command, err)
+        bad_input = _is_bad_input(err)
+        _die(command, err, code=EXIT_BAD_INPUT if bad_input else EXIT_FAILED, with_type=not bad_input)
+
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
 
 
 class _UsageError(Exception):
     pass
 
 
-def _die(command: str, err: BaseException) -> None:
-    message = " ".join(str(err).split())  # one line, however the library formatted it
+def _is_bad_input(err: Exception) -> bool:
+    """Errors that mean the user asked for something that is not there or not valid (exit 2)."""
+    from mlflow.exceptions import MlflowException
+
+    # ValueError covers medres's own setting checks and PackageError; OSError missing, unreadable or unwritable paths;
+    # MlflowException an unknown model, version or alias, or a store that cannot be opened.
+    return isinstance(err, _UsageError | ArgumentError | ValueError | OSError | MlflowException)
+
+
+def _die(command: str, err: BaseException, code: int, with_type: bool = False) -> None:
+    text = getattr(err, "message", None) if type(err).__name__ == "MlflowException" else None
+    message = " ".join(str(text or err).split())  # one line, however the library formatted it
+    if with_type:
+        message = f"{type(err).__name__}: {message} (MEDRES_DEBUG=1 shows the traceback)"
     print(f"medres {command}: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(code)

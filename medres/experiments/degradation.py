@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 
-from medres.tracking.defaults import disable_telemetry, resolve_tracking_uri
+from medres.tracking.defaults import disable_telemetry, existing_store, resolve_tracking_uri
 
 TRAIN_LOSS = "train/loss_epoch"
 VAL_METRIC = "val/auroc_macro"
@@ -163,7 +163,7 @@ def report_degradation(
             the backbone.
     """
     disable_telemetry()
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = existing_store(resolve_tracking_uri(tracking_uri))
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:

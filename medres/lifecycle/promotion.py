@@ -36,7 +36,7 @@ from medres.lifecycle.evaluate import (
     load_held_out,
     resolve_held_out,
 )
-from medres.tracking.defaults import default_artifact_location, disable_telemetry, resolve_tracking_uri
+from medres.tracking.defaults import default_artifact_location, disable_telemetry, existing_store, resolve_tracking_uri
 from medres.tracking.registry import load_model, resolve_model_version
 
 CHAMPION_ALIAS = "champion"
@@ -534,7 +534,7 @@ def _append_description(client: MlflowClient, name: str, version: str, line: str
 # ---- registry helpers ----------------------------------------------------------------------------
 def _client(tracking_uri: str | None) -> tuple[MlflowClient, str]:
     disable_telemetry()
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = existing_store(resolve_tracking_uri(tracking_uri))
     return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
 
 

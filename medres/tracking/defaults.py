@@ -39,3 +39,21 @@ def default_artifact_location(tracking_uri: str) -> str | None:
         db_path = Path(tracking_uri.removeprefix("sqlite:///"))
         return (db_path.parent / ARTIFACT_DIR_NAME).resolve().as_uri()
     return None
+
+
+def existing_store(tracking_uri: str) -> str:
+    """``tracking_uri``, refusing a local SQLite store that does not exist.
+
+    MLflow creates an empty store (and its folders) on first contact; a command that only reads (scoring with a
+    registered model, promotion, reports) would then answer "model not found" from a store the user never meant.
+
+    Raises:
+        FileNotFoundError: a ``sqlite:///`` URI whose database file does not exist, naming the file.
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no MLflow store at {path}: run where the store is, or name it (--tracking_uri, MLFLOW_TRACKING_URI)"
+            )
+    return tracking_uri

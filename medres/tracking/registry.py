@@ -11,7 +11,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from medres.package import ModelPackage, PackageError
-from medres.tracking.defaults import disable_telemetry, resolve_tracking_uri
+from medres.tracking.defaults import disable_telemetry, existing_store, resolve_tracking_uri
 from medres.tracking.model_logging import MODEL_ARTIFACT
 from medres.tracking.pyfunc import PACKAGE_ARTIFACT
 
@@ -42,6 +42,7 @@ def resolve_model_version(uri: str, client: MlflowClient) -> tuple[str, str]:
         return name, str(max(int(v.version) for v in versions))
     if not version.isdigit():
         raise ValueError(f"--model {uri}: version {version!r} is not a number, 'latest' or an @alias")
+    client.get_model_version(name, version)  # an unknown name or version raises here, not deep in a download
     return name, version
 
 
@@ -59,7 +60,7 @@ def load_model(reference: str, tracking_uri: str | None = None) -> ResolvedModel
             raise FileNotFoundError(f"--model {reference}: no such checkpoint file (or use models:/NAME/VERSION)")
         return ResolvedModel(ModelPackage.from_checkpoint(path), name=path.stem, version="checkpoint")
     disable_telemetry()
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = existing_store(resolve_tracking_uri(tracking_uri))
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         name, version = resolve_model_version(reference, client)
