@@ -97,18 +97,14 @@ def member_of(row: Any) -> dict[str, Any]:
     return {key: None if pd.isna(value := get(key)) else str(value) for key in IDENTITY_COLUMNS}
 
 
-def plan_scoring(
-    root: Path,
-    spatial_dims: int,
-    selection: SeriesSelection,
-    num_workers: int = 0,
-    progress: bool = False,
-) -> ScoringPlan:
-    """Index ``root`` header-only, apply ``selection`` and cut what is left into samples.
+def plan_scoring(root: Path, selection: SeriesSelection, num_workers: int = 0, progress: bool = False) -> ScoringPlan:
+    """Index ``root`` header-only, apply a 3D package's ``selection`` and cut what is left into series samples.
+
+    A 3D package plans the whole folder first: a series' files may lie anywhere in it. (A 2D package streams
+    instances chunk by chunk instead, :func:`medres.scoring.stream.plan_instances`.)
 
     Args:
         root: The input folder.
-        spatial_dims: The package's: 2 scores instances, 3 scores series.
         selection: The package's selection rules.
         num_workers: Processes for the header index (0: this process).
         progress: Show the index progress bar.
@@ -121,20 +117,15 @@ def plan_scoring(
         path, kind = str(error["path"]), str(error["kind"])
         uids = header_uids(root / path) if kind != DicomErrorKind.NOT_DICOM else dict.fromkeys(UID_KEYS)
         plan.ledger.append({"path": path, **uids, "kind": kind, "message": str(error["message"])})
-    # 3D: select() also rejects series whose plan is fatal, with that error kind (inconsistent_series, ...).
-    kept, rejected = select(manifest, selection, spatial_dims, root=root)
+    # select() also rejects series whose plan is fatal, with that error kind (inconsistent_series, ...).
+    kept, rejected = select(manifest, selection, 3, root=root)
     plan.ledger += [ledger_row(member_of(row), str(row.kind), str(row.message)) for row in rejected.itertuples()]
-    if spatial_dims == 2:
-        for row in kept.sort_values("path").itertuples(index=False):
-            member = member_of(row)
-            plan.samples.append(ScoringSample(str(root / member["path"]), member, (member,)))
-    else:
-        for _, rows in kept.groupby("SeriesInstanceUID", sort=False, dropna=False):
-            sample, ledger = _series_sample(root, rows)
-            plan.ledger += ledger
-            if sample is not None:
-                plan.samples.append(sample)
-        plan.samples.sort(key=lambda sample: sample.identity["path"])
+    for _, rows in kept.groupby("SeriesInstanceUID", sort=False, dropna=False):
+        sample, ledger = _series_sample(root, rows)
+        plan.ledger += ledger
+        if sample is not None:
+            plan.samples.append(sample)
+    plan.samples.sort(key=lambda sample: sample.identity["path"])
     log.info("scoring %s: %d sample(s); %d file(s) settled in the ledger", root, len(plan.samples), len(plan.ledger))
     return plan
 

@@ -362,7 +362,7 @@ def _chunk_source(
         if manifest is not None:
             return lambda: manifest_chunks(manifest, chunk_files)
         return lambda: folder_chunks(input_dir, chunk_files, exclude)
-    plan = plan_scoring(input_dir, 3, package.selection, num_workers=num_workers, progress=progress)
+    plan = plan_scoring(input_dir, package.selection, num_workers=num_workers, progress=progress)
     planned = plan_chunks(plan, chunk_files)
     if len(planned) == 1 and not planned[0].paths:
         planned = []

@@ -126,7 +126,7 @@ class MedresPyfuncModel(PythonModel):
         if not path.exists():
             return _error(DicomErrorKind.UNREADABLE, f"{path}: no such file or folder")
         root = path if path.is_dir() else path.parent
-        plan = plan_scoring(root, 3, self.package.selection)
+        plan = plan_scoring(root, self.package.selection)
         if path.is_file():
             name = path.name
             sample = next((s for s in plan.samples if any(m["path"] == name for m in s.members)), None)
