@@ -138,6 +138,8 @@ def test_every_review_artifact_is_a_readable_png_or_the_model_card(served_fit, m
         assert pixels.shape[0] > 200 and pixels.shape[1] > 200, png.name
         assert pixels.std() > 0.01, f"{png.name} is blank"
     card = (local / "model_card.md").read_text()
+    for dataset in client.get_run(run.info.run_id).inputs.dataset_inputs:  # the card names the run's datasets
+        assert f"`{dataset.dataset.digest}`" in card, dataset.dataset.name
     for finding in FINDINGS:
         auroc = run.data.metrics[f"test/auroc_{finding}"]
         if auroc == auroc:  # NaN when the tiny test split lacks a class
