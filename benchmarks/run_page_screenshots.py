@@ -135,7 +135,10 @@ class Page:
         return str(await self.evaluate("document.body ? document.body.innerText : ''"))
 
     async def wait_for(self, pattern: str, timeout: float = 90.0) -> str:
-        """The page's visible text once it matches ``pattern`` and has stopped changing (the UI loads in steps)."""
+        """The page's visible text once it matches ``pattern`` and has stopped changing (the UI loads in steps).
+
+        After ``timeout`` the text as it is (the checks then say what is missing).
+        """
         deadline, last, stable = time.monotonic() + timeout, "", 0
         while time.monotonic() < deadline:
             text = await self.text()
@@ -144,14 +147,55 @@ class Page:
                 return text
             last = text
             await asyncio.sleep(0.5)
-        raise RuntimeError(f"the page never showed {pattern!r}; it shows:\n{last[:2000]}")
+        print(f"the page never showed {pattern!r} within {timeout:.0f} s", file=sys.stderr)
+        return last
 
     async def open(self, url: str, pattern: str) -> str:
         await self.call("Page.navigate", url=url)
         return await self.wait_for(pattern)
 
+    async def click(self, pattern: str) -> bool:
+        """Move the mouse onto and click the first element without child elements whose text matches ``pattern``.
+
+        Real mouse events (not ``element.click()``): the UI opens some popovers on hover, some on click.
+        """
+        if not await self._on_leaf(pattern, "hit.scrollIntoView({block: 'center'})"):
+            return False
+        box = await self.evaluate(
+            f"""(() => {{
+            const re = new RegExp({json.dumps(pattern)});
+            const hit = [...document.querySelectorAll('body *')]
+                .find(e => e.childElementCount === 0 && re.test(e.textContent.trim()));
+            const r = hit.getBoundingClientRect();
+            return [r.left + r.width / 2, r.top + r.height / 2];
+        }})()"""
+        )
+        x, y = float(box[0]), float(box[1])
+        await self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        await asyncio.sleep(0.5)
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+        return True
+
+    async def scroll_to(self, pattern: str) -> bool:
+        """Scroll the first element without child elements whose text matches ``pattern`` to the top."""
+        return await self._on_leaf(pattern, "hit.scrollIntoView({block: 'start'})")
+
+    async def _on_leaf(self, pattern: str, action: str) -> bool:
+        script = f"""(() => {{
+            const re = new RegExp({json.dumps(pattern)});
+            const hit = [...document.querySelectorAll('body *')]
+                .find(e => e.childElementCount === 0 && re.test(e.textContent.trim()));
+            if (!hit) return false;
+            {action};
+            return true;
+        }})()"""
+        return bool(await self.evaluate(script))
+
     async def screenshot(self, path: Path) -> None:
-        reply = await self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        await asyncio.sleep(1.0)  # drawers and popovers slide in
+        # The viewport only: capturing beyond it resizes the page, and the UI closes its popovers and drawers.
+        reply = await self.call("Page.captureScreenshot", format="png", captureBeyondViewport=False)
         path.write_bytes(base64.b64decode(reply["data"]))
 
 
@@ -178,23 +222,22 @@ async def capture(chromium: str, pages: dict[str, str], out: Path, profile_dir: 
                 await page.call(
                     "Emulation.setDeviceMetricsOverride", width=1500, height=1600, deviceScaleFactor=1, mobile=False
                 )
-                texts["run"] = await page.open(pages["run"], r"Datasets[\s\S]*testing")
+                # MLflow 3.17's "About this run" panel lists the first dataset and "+N" for the others.
+                run_ready = r"Datasets\s+train \([0-9a-f]{16}\)"
+                texts["run"] = await page.open(pages["run"], run_ready)
                 await page.screenshot(out / "run_overview.png")
-                # Open the train dataset's drawer: the element whose own text is the name "train" in the Datasets row.
-                clicked = await page.evaluate(
-                    """(() => {
-                        const all = [...document.querySelectorAll('button, a, span, div')];
-                        const hit = all.find(e => e.childElementCount === 0 && e.textContent.trim() === 'train');
-                        if (!hit) return false;
-                        (hit.closest('button, a, [role=button]') || hit).click();
-                        return true;
-                    })()"""
-                )
-                if clicked:
-                    texts["dataset"] = await page.wait_for(r"archive_path_sha256|medres_archive")
+                if await page.click(r"^\+\d+$"):
+                    texts["run_datasets"] = await page.wait_for(r"val \([0-9a-f]{16}\)[\s\S]*test \([0-9a-f]{16}\)")
+                    await page.screenshot(out / "run_datasets_more.png")
+                await page.open(pages["run"], run_ready)
+                if await page.click(r"^train \([0-9a-f]{16}\)$"):
+                    texts["dataset"] = await page.wait_for(r"Digest: [0-9a-f]{16}")
                     await page.screenshot(out / "run_dataset_train.png")
                 texts["version"] = await page.open(pages["version"], r"medres\.promotion\.decision")
                 await page.screenshot(out / "model_version.png")
+                if await page.scroll_to(r"^Tags$"):  # below the model card
+                    await asyncio.sleep(1.0)
+                    await page.screenshot(out / "model_version_tags.png")
     finally:
         stop(browser)
     for name, text in texts.items():
@@ -202,28 +245,46 @@ async def capture(chromium: str, pages: dict[str, str], out: Path, profile_dir: 
     return texts
 
 
-def check(texts: dict[str, str], run_tags: dict[str, str], version_tags: dict[str, str]) -> list[str]:
-    """What the pages must and must not show; the failures."""
+def check(
+    texts: dict[str, str], digests: dict[str, str], run_tags: dict[str, str], version_tags: dict[str, str], secret: str
+) -> list[str]:
+    """What the pages must and must not show; the failures.
+
+    Args:
+        texts: Visible text per page.
+        digests: The run's dataset digests by name, as the API returns them.
+        run_tags: The run's tags, as the API returns them.
+        version_tags: The version's tags, as the API returns them.
+        secret: A string that must appear on no page (the archive's path).
+    """
     failures = []
     run = texts.get("run", "")
-    section = run[run.find("Datasets") :][:600]
+    about = run[run.find("About this run") :]
+    shown = about + "\n" + texts.get("run_datasets", "")
     for split, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
-        if not re.search(rf"\b{split}\b", section) or context not in section:
-            failures.append(f"run page: dataset {split} ({context}) not in the Datasets section: {section[:300]!r}")
-    if re.search(r"Datasets\s*\n\s*None", run):
+        if split not in digests:
+            failures.append(f"API: the run has no {split} dataset")
+        elif not re.search(rf"{split} \({digests[split]}\)\s+{context}", shown, re.IGNORECASE):
+            failures.append(f"run page: dataset {split} ({digests.get(split)}) with context {context} not shown")
+    if re.search(r"Datasets\s*\n\s*(?:None|—)", about):
         failures.append("run page: Datasets reads None")
     if OLD_DATA_TAG.search(run) or any(OLD_DATA_TAG.match(k) for k in run_tags):
         failures.append("run page: data.<split>.<finding>.<state> tags are back")
     dataset = texts.get("dataset", "")
     if not dataset:
         failures.append("run page: the train dataset's drawer did not open")
-    elif '"samples"' not in dataset and "samples" not in dataset:
+    elif not re.search(r"samples: \d+\s+patients: \d+\s+labels\.\w+: \{", dataset):
         failures.append("dataset drawer: no counts profile shown")
     version = texts.get("version", "")
-    if "medres.promotion.decision" not in version:
-        failures.append("version page: no medres.promotion.decision tag")
+    for key, value in version_tags.items():
+        if not re.search(rf"{re.escape(key)}\s+{re.escape(value)}", version):
+            failures.append(f"version page: tag {key} = {value} not shown")
+    if "medres.promotion.decision" not in version_tags:
+        failures.append("version: no medres.promotion.decision tag")
     if OLD_VERSION_TAG.search(version) or any(OLD_VERSION_TAG.match(k) for k in version_tags):
         failures.append("version page: old promotion evidence or threshold tags are shown")
+    if any(secret in text for text in texts.values()):
+        failures.append("a page shows the archive's path")
     return failures
 
 
@@ -249,8 +310,10 @@ def main() -> int:
         archive = work / "archive"
         fitted = (work / "fitted").is_file()  # a finished fit and decision from an earlier run with this --work
         if not fitted:
-            for stale in (archive, work / "artifacts", work / "mlflow.db"):  # an interrupted earlier run
-                shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+            # What an interrupted earlier run with this --work left: start from an empty store.
+            for folder in (archive, work / "artifacts"):
+                shutil.rmtree(folder, ignore_errors=True)
+            (work / "mlflow.db").unlink(missing_ok=True)
             synth_chest_xray(archive, patients=12, seed=0, image_size=64)
         port = free_port()
         uri = f"http://127.0.0.1:{port}"
@@ -292,9 +355,12 @@ def main() -> int:
     print(f"run datasets: {[(i.dataset.name, i.dataset.digest) for i in client_inputs(run)]}")
     print(f"version tags: {json.dumps(version.tags, sort_keys=True)}")
     for name, text in texts.items():
-        print(f"\n---- {name} page text (first 1500 characters) ----\n{text[:1500]}")
+        # The UI's navigation comes first on every page: print from the part the page is about.
+        start = max(0, min((i for i in (text.find("About this run"), text.find("Registered At")) if i >= 0), default=0))
+        print(f"\n---- {name} page text (1500 characters) ----\n{text[start : start + 1500]}")
     print(f"\nscreenshots: {sorted(str(p) for p in out.glob('*.png'))}")
-    failures = check(texts, run.data.tags, version.tags)
+    digests = {i.dataset.name: i.dataset.digest for i in client_inputs(run)}
+    failures = check(texts, digests, run.data.tags, version.tags, str(archive))
     for failure in failures:
         print(f"FAIL {failure}")
     print("all checks passed" if not failures else f"{len(failures)} check(s) failed")

@@ -9,7 +9,7 @@ dataset per split with only numbers that are safe on a shared server:
 - source: the archive as the SHA-256 of its absolute path (the same 16 digits a scoring run logs as
   ``input_root_sha256``), never the path, which can name a site or a patient;
 - schema: the label columns (1 positive, 0 negative, NaN unknown, -1 uncertain);
-- profile: the split's sample and patient counts and its label counts per finding.
+- profile: the split's sample and patient counts and its label counts per finding (``labels.<finding>``).
 
 No path, patient key or header value is logged. The full hashes and counts are in the run's ``data_summary.json``.
 
@@ -113,12 +113,18 @@ class SplitDataset(Dataset):
 
     @property
     def profile(self) -> dict[str, Any]:
-        """Sample and patient counts, and per finding the positive/negative/unknown/uncertain label counts."""
-        return {
+        """``samples``, ``patients`` and per finding ``labels.<finding>``: its positive/negative/unknown/uncertain.
+
+        One key per finding, not one nested ``labels`` object: the UI prints each key on a line and cuts a long
+        value short, which hid all but the first finding.
+        """
+        profile: dict[str, Any] = {
             "samples": self.summary.samples[self.split],
             "patients": self.summary.patients[self.split],
-            "labels": {finding: c.to_dict() for finding, c in self.summary.counts[self.split].items()},
         }
+        for finding, counts in self.summary.counts[self.split].items():
+            profile[f"labels.{finding}"] = counts.to_dict()
+        return profile
 
     @property
     def schema(self) -> Schema:

@@ -47,7 +47,7 @@ def test_each_split_is_a_dataset_with_its_counts_and_own_digest(tmp_path: Path) 
         table.loc[table["split"] == "train", "patient_key"].nunique()
     )
     rows = table[table["split"] == "train"]
-    assert train.profile["labels"]["nodule"] == {
+    assert train.profile["labels.nodule"] == {
         "positive": int((rows["nodule"] == 1).sum()),
         "negative": int((rows["nodule"] == 0).sum()),
         "unknown": int(rows["nodule"].isna().sum()),

@@ -89,7 +89,7 @@ def test_the_splits_are_the_runs_datasets_with_counts_as_profiles(served_fit, ml
         profile = json.loads(dataset.profile)
         assert profile["samples"] == summary["samples"][split] > 0
         assert profile["patients"] == summary["patients"][split]
-        assert profile["labels"] == summary["counts"][split]
+        assert {f: profile[f"labels.{f}"] for f in FINDINGS} == summary["counts"][split]
         columns = json.loads(dataset.schema)["mlflow_colspec"]
         assert [(c["name"], c["type"]) for c in columns] == [(f, "double") for f in FINDINGS]
     assert len({inputs[s].dataset.digest for s in inputs}) == 3  # disjoint splits, distinct digests
