@@ -13,10 +13,16 @@ Needs Chromium (Debian: ``apt-get install chromium``). About 3 minutes on 2 CPU 
 
     .venv/bin/python benchmarks/run_page_screenshots.py --out run_page
 
-Measured when written (MLflow 3.17.2, Chromium 156): see the report printed at the end; the run page's Datasets
-row read ``train (digest) training``, ``val … validation``, ``test … testing``, its Tags row only ``data.fingerprint``
-and the ``medres.*`` provenance tags; the version page's tags column ``medres.promotion.decision: promoted``,
-``medres.promotion.failed_gates: none`` and ``medres.promotion.run_id``.
+Measured when written (MLflow 3.17.2, Chromium 156, 2 shared CPU cores; fit 160-220 s): the run page's "About
+this run" panel showed ``Datasets: train (09a0e239040eddf3) Training +2`` (the "+2" popover: ``val (c4a0d8608f0db849)
+Validation``, ``test (3ac3eef0dd914ce4) Testing``) and ``Tags``: ``medres.version``, ``medres.git.dirty``,
+``medres.parameters``, ``medres.world_size``, ``data.fingerprint`` (MLflow hides its own ``mlflow.*``); the train
+drawer "Data details … 3 datasets used" showed ``samples: 22``, ``patients: 8``, one ``labels.<finding>`` line per
+finding, the digest and the four label columns as double; MLflow's UI does not print the source of a custom source
+type. The version page showed the model card (with the digests in its Data table) and a tags table with only
+``medres.promotion.decision refused``, ``medres.promotion.failed_gates min_macro_auroc`` and
+``medres.promotion.run_id`` (the tiny fit ranks below chance, so the decision is a refusal). ``data.root`` (the
+archive's path) is still on the run page, in the Parameters table: params are the flattened config.
 """
 
 from __future__ import annotations
