@@ -33,10 +33,12 @@ class FindingCounts:
 
 @dataclass(frozen=True)
 class DataSummary:
-    """Split sizes (samples and patients), label counts per finding and split, and a fingerprint of the samples.
+    """Split sizes (samples and patients), label counts per finding and split, and fingerprints of the samples.
 
     The fingerprint is a SHA-256 over every sample's archive-relative path, split and labels, in a fixed order:
-    two runs with the same fingerprint saw the same data split the same way. It reveals nothing about patients.
+    two runs with the same fingerprint saw the same data split the same way. ``digests`` holds the same hash per
+    split (over that split's paths and labels): two runs with the same training digest trained on the same samples
+    and labels whatever their other splits were. Neither reveals anything about patients.
     """
 
     findings: list[str]
@@ -44,6 +46,7 @@ class DataSummary:
     patients: dict[str, int]
     counts: dict[str, dict[str, FindingCounts]] = field(default_factory=dict)  # split → finding → counts
     fingerprint: str = ""
+    digests: dict[str, str] = field(default_factory=dict)  # split → SHA-256 of its paths and labels
 
     @classmethod
     def from_samples(cls, labeled: pd.DataFrame, findings: list[str]) -> DataSummary:
@@ -65,19 +68,15 @@ class DataSummary:
                     uncertain=int((values == -1).sum()),
                 )
         ordered = labeled.sort_values("path")[["path", "split", *findings]]
-        digest = hashlib.sha256(ordered.to_csv(index=False, na_rep="nan").encode()).hexdigest()
-        return cls(findings=list(findings), samples=samples, patients=patients, counts=counts, fingerprint=digest)
-
-    def tags(self) -> dict[str, str]:
-        """Flat MLflow tags: ``data.fingerprint``, ``data.samples.<split>``, ``data.<split>.<finding>.positive`` …."""
-        tags = {"data.fingerprint": self.fingerprint}
-        for split in SPLITS:
-            tags[f"data.samples.{split}"] = str(self.samples[split])
-            tags[f"data.patients.{split}"] = str(self.patients[split])
-            for finding, counts in self.counts[split].items():
-                for kind, value in counts.to_dict().items():
-                    tags[f"data.{split}.{finding}.{kind}"] = str(value)
-        return tags
+        digests = {split: _sha256(ordered[ordered["split"] == split]) for split in SPLITS}
+        return cls(
+            findings=list(findings),
+            samples=samples,
+            patients=patients,
+            counts=counts,
+            fingerprint=_sha256(ordered),
+            digests=digests,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for JSON artifacts and the model card)."""
@@ -87,4 +86,10 @@ class DataSummary:
             "patients": self.patients,
             "counts": {s: {f: c.to_dict() for f, c in per.items()} for s, per in self.counts.items()},
             "fingerprint": self.fingerprint,
+            "digests": self.digests,
         }
+
+
+def _sha256(table: pd.DataFrame) -> str:
+    """SHA-256 of a table's CSV text (NaN written as ``nan``), in the row order given."""
+    return hashlib.sha256(table.to_csv(index=False, na_rep="nan").encode()).hexdigest()

@@ -68,7 +68,7 @@ def render_model_card(
         preprocessing: The preprocessing settings (name → value), listed as given.
         data_summary: Split sizes and label counts as ``medres.data.summary.DataSummary.to_dict()`` gives them:
             ``samples`` and ``patients`` (split → count), ``counts`` (split → finding → positive / negative /
-            unknown / uncertain) and ``fingerprint``; every part optional.
+            unknown / uncertain), ``fingerprint`` and ``digests`` (split → SHA-256); every part optional.
         evaluated_on: Name of the split ``report`` was computed on.
         synthetic_data: Whether the data were synthetic (adds a warning that the numbers say nothing clinical).
         created: A date or timestamp to print; nothing is printed when None (the card stays reproducible).
@@ -174,7 +174,17 @@ def _data(findings: Sequence[str], data: Mapping[str, Any] | None) -> str:
     lines = ["## Data"]
     samples, patients = data.get("samples") or {}, data.get("patients") or {}
     splits = [s for s in _SPLITS if s in samples or s in patients]
-    if splits:
+    digests = data.get("digests") or {}
+    if splits and digests:
+        # The first 16 hex digits are the digest the run page shows for the split's MLflow dataset
+        # (medres/tracking/datasets.py), so the card and the run can be matched by eye.
+        lines += ["", "| Split | Samples | Patients | Dataset digest |", "|---|---:|---:|---|"]
+        lines += [
+            f"| {_SPLIT_NAMES[s]} | {samples.get(s, '–')} | {patients.get(s, '–')} | "
+            + (f"`{digests[s][:16]}` |" if digests.get(s) else "– |")
+            for s in splits
+        ]
+    elif splits:
         lines += ["", "| Split | Samples | Patients |", "|---|---:|---:|"]
         lines += [f"| {_SPLIT_NAMES[s]} | {samples.get(s, '–')} | {patients.get(s, '–')} |" for s in splits]
     counts = data.get("counts") or {}

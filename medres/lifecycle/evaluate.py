@@ -81,15 +81,6 @@ class DataFingerprint:
     patients: int
     digest: str
 
-    def tags(self, prefix: str) -> dict[str, str]:
-        """Flat MLflow tags under ``prefix`` (``<prefix>split``, ``<prefix>samples`` …)."""
-        return {
-            f"{prefix}split": self.split,
-            f"{prefix}samples": str(self.samples),
-            f"{prefix}patients": str(self.patients),
-            f"{prefix}fingerprint": self.digest,
-        }
-
 
 @dataclass(frozen=True)
 class HeldOutSamples:

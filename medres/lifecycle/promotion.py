@@ -4,9 +4,11 @@
 (:mod:`medres.lifecycle.evaluate`), applies the :class:`Gates` and moves the alias only when every gate passes.
 Each decision, promoted or refused, is recorded three ways:
 
-- on the candidate version: ``medres.promotion.*`` tags (decision, reasons, per-finding AUROC of both models, the
-  compared-against version, the data fingerprint, the run id) and a line appended to its description;
-- as a run in the ``medres-promotion`` experiment with both models' metrics and ``decision.json``;
+- on the candidate version: a line appended to its description (decision, reasons, macro AUROC of both models, the
+  held-out data's counts and fingerprint, the run id) and only the tags a reviewer filters versions by
+  (:data:`VERSION_TAGS`: the decision, the failed gates, the decision's run);
+- as a run in the ``medres-promotion`` experiment with both models' per-finding AUROCs, the gates, the data
+  fingerprint and ``decision.json``: the full evidence;
 - in the alias history, a JSON list in the registered model's ``medres.champion_history`` tag, because the MLflow
   registry keeps no history of aliases itself.
 
@@ -44,6 +46,10 @@ PROMOTION_EXPERIMENT = "medres-promotion"
 HISTORY_TAG = "medres.champion_history"
 PROMOTION_PREFIX = "medres.promotion."
 ROLLBACK_PREFIX = "medres.rollback."
+# The tags a decision leaves on a version: what a reviewer filters the registry by
+# (``tags.`medres.promotion.decision` = 'refused'``). Everything else is in the description and the decision's run,
+# rather than a column of tags beside the model card (issue 21, item 5).
+VERSION_TAGS = (f"{PROMOTION_PREFIX}decision", f"{PROMOTION_PREFIX}failed_gates", f"{PROMOTION_PREFIX}run_id")
 DESCRIPTION_TAG = "mlflow.note.content"  # MLflow shows this run tag as the run's description
 EXIT_REFUSED = 3  # `medres promote` exit status for a refusal, distinct from errors (1, 2), so pipelines can branch
 # MLflow's SQL stores declare registered-model tag values and version descriptions as String(5000). SQLite does not
@@ -322,7 +328,7 @@ def _record_decision(client: MlflowClient, uri: str, decision: PromotionDecision
         f"macro AUROC {_fmt(decision.candidate.macro)}"
         + (f" vs {_fmt(decision.champion.macro)}" if decision.champion is not None else "")
         + f" on {data.split} ({data.samples} samples, {data.patients} patients, data {data.digest[:12]}); "
-        f"run {decision.run_id}"
+        f"run {decision.run_id}" + (f"; {'; '.join(decision.notes)}" if decision.notes else "")
     )
     if decision.promoted:
         was = f"was version {decision.champion_version}" if decision.champion_version else "first champion"
@@ -345,25 +351,13 @@ def _record_decision(client: MlflowClient, uri: str, decision: PromotionDecision
 
 
 def _decision_tags(decision: PromotionDecision) -> dict[str, str]:
+    """:data:`VERSION_TAGS`: ``promoted``/``refused``, the failed gates (comma-separated, ``none``) and the run."""
+    failed = [check.gate for check in decision.checks if not check.passed]
     tags = {
         f"{PROMOTION_PREFIX}decision": decision.decision,
-        f"{PROMOTION_PREFIX}reasons": "; ".join(decision.reasons),
-        f"{PROMOTION_PREFIX}alias": decision.alias,
-        f"{PROMOTION_PREFIX}time": decision.time,
-        f"{PROMOTION_PREFIX}champion_version": decision.champion_version or "",
+        f"{PROMOTION_PREFIX}failed_gates": ",".join(failed) or "none",
         f"{PROMOTION_PREFIX}run_id": decision.run_id or "",
-        f"{PROMOTION_PREFIX}gates": json.dumps(asdict(decision.gates), sort_keys=True),
-        f"{PROMOTION_PREFIX}auroc_macro.candidate": _fmt(decision.candidate.macro),
-        **decision.fingerprint.tags(f"{PROMOTION_PREFIX}data."),
     }
-    if decision.notes:
-        tags[f"{PROMOTION_PREFIX}notes"] = "; ".join(decision.notes)
-    for finding in decision.candidate.findings:
-        tags[f"{PROMOTION_PREFIX}auroc.{finding}.candidate"] = _fmt(decision.candidate.auroc[finding])
-    if decision.champion is not None:
-        tags[f"{PROMOTION_PREFIX}auroc_macro.champion"] = _fmt(decision.champion.macro)
-        for finding in decision.champion.findings:
-            tags[f"{PROMOTION_PREFIX}auroc.{finding}.champion"] = _fmt(decision.champion.auroc[finding])
     return tags
 
 
@@ -454,8 +448,9 @@ def rollback(
     if reason:
         reasons.append(reason)
     client.set_registered_model_alias(name, alias, target)
-    for key, value in {"time": stamp, "from": current or "", "reason": reason or ""}.items():
-        client.set_model_version_tag(name, target, f"{ROLLBACK_PREFIX}{key}", value)
+    # The version tags say only which versions a rollback touched; its time and reason are in the descriptions
+    # and the history.
+    client.set_model_version_tag(name, target, f"{ROLLBACK_PREFIX}from", current or "")
     because = f": {reason}" if reason else ""
     origin = f" from version {current}" if current else ""
     _append_description(client, name, target, f"{stamp} @{alias} again by rollback{origin}{because}")

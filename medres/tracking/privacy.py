@@ -15,14 +15,14 @@ from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
-# Run tags medres sets, and MLflow's own mlflow.* ones (source, git, user, description, logged models).
+# Run tags medres sets, and MLflow's own mlflow.* ones (source, git, user, description, logged models). Split sizes
+# and label counts are not tags: they are the profiles of the run's dataset inputs (medres/tracking/datasets.py),
+# whose source is a hash of the archive path, and they are in data_summary.json and the model card.
 ALLOWED_TAG_KEYS = re.compile(
     r"""^(?:
         mlflow\.[\w.-]+
       | medres\.[a-z0-9_.]+
       | data\.fingerprint
-      | data\.(?:samples|patients)\.(?:train|val|test)
-      | data\.(?:train|val|test)\.[\w-]+\.(?:positive|negative|unknown|uncertain)
     )$""",
     re.VERBOSE,
 )

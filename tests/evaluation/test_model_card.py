@@ -109,6 +109,9 @@ def test_card_sections_and_data(card_inputs: tuple) -> None:
     assert table_row(card, "effusion", "| Finding | Split")[1:] == ["training", "11", "51", "1", "0"]
     assert "medres score --model models:/chest_xray@champion --input DIR --output predictions.parquet" in card
     assert "Trained and evaluated on 185 patients in all." in card
+    digests = {split: f"{i}" * 64 for i, split in enumerate(("train", "val", "test"))}
+    with_digests = render(card_inputs, data_summary={**DATA, "digests": digests})
+    assert table_row(with_digests, "validation", "| Split | Samples") == ["validation", "80", "40", f"`{'1' * 16}`"]
 
 
 def test_card_is_deterministic_and_minimal_inputs_work(card_inputs: tuple) -> None:

@@ -31,6 +31,7 @@ from medres.lifecycle.promotion import (
     EXIT_REFUSED,
     HISTORY_TAG,
     PROMOTION_EXPERIMENT,
+    VERSION_TAGS,
     Gates,
     PromotionDecision,
     champion_history,
@@ -242,15 +243,23 @@ def test_decisions_are_recorded_on_versions_runs_and_history(scenario: Scenario)
     client = MlflowClient(tracking_uri=scenario.uri, registry_uri=scenario.uri)
     v = scenario.versions
     bad = client.get_model_version(MODEL, v["bad"])
+    # On the version only what a reviewer filters by; the evidence is in the description and the decision's run.
+    assert set(bad.tags) == set(VERSION_TAGS), bad.tags
     assert bad.tags["medres.promotion.decision"] == "refused"
-    assert bad.tags["medres.promotion.champion_version"] == v["good"]
-    assert "macro AUROC" in bad.tags["medres.promotion.reasons"]
-    assert float(bad.tags["medres.promotion.auroc.nodule.champion"]) == pytest.approx(
-        scenario.decisions["first"].candidate.auroc["nodule"], abs=1e-4
+    assert bad.tags["medres.promotion.failed_gates"] == ",".join(
+        c.gate for c in scenario.decisions["bad"].checks if not c.passed
     )
-    assert bad.tags["medres.promotion.data.split"] == "test"
-    assert len(bad.tags["medres.promotion.data.fingerprint"]) == 64
+    assert "min_macro_auroc" in bad.tags["medres.promotion.failed_gates"]
+    worse = client.get_model_version(MODEL, v["worse"])
+    assert worse.tags["medres.promotion.failed_gates"] == f"non_inferiority:{scenario.strongest}"
+    recalibrated = client.get_model_version(MODEL, v["recalibrated"])
+    assert recalibrated.tags["medres.promotion.decision"] == "promoted"
+    assert recalibrated.tags["medres.promotion.failed_gates"] == "none"
+    refused = client.search_model_versions(f"name='{MODEL}' and tags.`medres.promotion.decision` = 'refused'")
+    assert sorted(str(mv.version) for mv in refused) == sorted([v["bad"], v["worse"]])
     assert "refused as @champion" in (bad.description or "")
+    assert "macro AUROC" in (bad.description or "")
+    assert scenario.decisions["bad"].fingerprint.digest[:12] in (bad.description or "")
     good = client.get_model_version(MODEL, v["good"])
     assert "promoted to @champion (first champion)" in (good.description or "")
     assert f"replaced as @champion by version {v['recalibrated']}" in (good.description or "")
@@ -260,6 +269,11 @@ def test_decisions_are_recorded_on_versions_runs_and_history(scenario: Scenario)
     assert run.data.tags["medres.promotion.decision"] == "refused"
     assert run.data.metrics["champion/auroc_macro"] == pytest.approx(scenario.decisions["first"].candidate.macro)
     assert run.data.metrics["candidate/auroc_macro"] < 0.5 and run.data.metrics["promoted"] == 0.0
+    assert run.data.params["champion_version"] == v["good"]
+    assert run.data.params["data.split"] == "test" and len(run.data.params["data.fingerprint"]) == 64
+    assert run.data.metrics["champion/auroc_nodule"] == pytest.approx(
+        scenario.decisions["first"].candidate.auroc["nodule"], abs=1e-4
+    )
     decision = json.loads(Path(client.download_artifacts(run.info.run_id, "decision.json")).read_text())
     assert (
         decision["decision"] == "refused"
@@ -373,7 +387,10 @@ def test_cli_promote_refuse_history_rollback(
     status, _, err = cli("promote", "--model", "cxr_cli", "--version", "42", *data, uri=uri, capsys=capsys)
     assert status == 2 and "no such registered version" in err
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    gates = json.loads(client.get_model_version("cxr_cli", v3).tags["medres.promotion.gates"])
+    run = client.get_run(client.get_model_version("cxr_cli", v3).tags["medres.promotion.run_id"])
+    gates = json.loads(Path(client.download_artifacts(run.info.run_id, "decision.json", str(tmp_path))).read_text())[
+        "gates"
+    ]
     assert gates == {"finding_margins": {"nodule": 0.1}, "min_macro_auroc": 0.6, "non_inferiority_margin": 0.02}
 
 

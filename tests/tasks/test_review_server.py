@@ -18,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 import medres
+from medres.tracking.datasets import archive_path_hash
 from medres.tracking.privacy import ALLOWED_TAG_KEYS, is_allowed_artifact
 
 from ..conftest import find_identifying, identifying_values
@@ -55,19 +56,50 @@ def test_one_run_with_provenance_data_tags_and_description(served_fit, mlflow_se
     if head.returncode == 0:
         assert tags["mlflow.source.git.commit"] == head.stdout.strip()
     assert len(tags["data.fingerprint"]) == 64
+    # One data tag: the counts are the datasets' profiles, data_summary.json and the model card (issue 21, item 5).
+    assert [key for key in tags if key.startswith("data.")] == ["data.fingerprint"]
     summary = json.loads(
         Path(client.download_artifacts(run.info.run_id, "data_summary.json", str(served_fit["work"]))).read_text()
     )
-    assert sum(summary["samples"].values()) == sum(int(tags[f"data.samples.{s}"]) for s in ("train", "val", "test"))
+    assert summary["fingerprint"] == tags["data.fingerprint"]
     for finding in FINDINGS:
         counts = summary["counts"]["train"][finding]
-        assert tags[f"data.train.{finding}.positive"] == str(counts["positive"])
         assert (
             counts["positive"] + counts["negative"] + counts["unknown"] + counts["uncertain"]
             == summary["samples"]["train"]
         )
     for key in tags:
         assert ALLOWED_TAG_KEYS.match(key), f"tag {key} is not on the privacy allow-list"
+
+
+def test_the_splits_are_the_runs_datasets_with_counts_as_profiles(served_fit, mlflow_server, planted_archive) -> None:
+    client = MlflowClient(mlflow_server.uri)
+    run = client.get_run(the_run(client).info.run_id)
+    summary = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "data_summary.json", str(served_fit["work"]))).read_text()
+    )
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert sorted(inputs) == ["test", "train", "val"]
+    source = json.dumps({"archive_path_sha256": archive_path_hash(planted_archive)})
+    for split, context in {"train": "training", "val": "validation", "test": "testing"}.items():
+        dataset = inputs[split].dataset
+        assert {t.key: t.value for t in inputs[split].tags} == {"mlflow.data.context": context}
+        assert dataset.digest == summary["digests"][split][:16] and len(summary["digests"][split]) == 64
+        assert (dataset.source_type, dataset.source) == ("medres_archive", source)
+        profile = json.loads(dataset.profile)
+        assert profile["samples"] == summary["samples"][split] > 0
+        assert profile["patients"] == summary["patients"][split]
+        assert {f: profile[f"labels.{f}"] for f in FINDINGS} == summary["counts"][split]
+        columns = json.loads(dataset.schema)["mlflow_colspec"]
+        assert [(c["name"], c["type"]) for c in columns] == [(f, "double") for f in FINDINGS]
+    assert len({inputs[s].dataset.digest for s in inputs}) == 3  # disjoint splits, distinct digests
+    # A reviewer can find the runs that trained on this exact training set.
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    same = client.search_runs(
+        [experiment.experiment_id],
+        f"dataset.name = 'train' AND dataset.digest = '{inputs['train'].dataset.digest}'",
+    )
+    assert [r.info.run_id for r in same] == [run.info.run_id]
 
 
 def test_config_per_finding_metrics_and_system_metrics(served_fit, mlflow_server) -> None:
@@ -106,6 +138,8 @@ def test_every_review_artifact_is_a_readable_png_or_the_model_card(served_fit, m
         assert pixels.shape[0] > 200 and pixels.shape[1] > 200, png.name
         assert pixels.std() > 0.01, f"{png.name} is blank"
     card = (local / "model_card.md").read_text()
+    for dataset in client.get_run(run.info.run_id).inputs.dataset_inputs:  # the card names the run's datasets
+        assert f"`{dataset.dataset.digest}`" in card, dataset.dataset.name
     for finding in FINDINGS:
         auroc = run.data.metrics[f"test/auroc_{finding}"]
         if auroc == auroc:  # NaN when the tiny test split lacks a class
@@ -129,7 +163,10 @@ def test_registered_version_carries_signature_thresholds_and_preprocessing(serve
     for finding, threshold in zip(FINDINGS, contract["thresholds"], strict=True):
         history = client.get_metric_history(run.info.run_id, f"val/threshold_{finding}")
         assert any(abs(threshold - m.value) < 1e-6 for m in history), finding
-    assert "Operating thresholds" in (client.get_model_version(MODEL, version.version).description or "")
+    registered = client.get_model_version(MODEL, version.version)
+    assert "Operating thresholds" in (registered.description or "")
+    # The thresholds are in the card and the model's metadata, not a column of version tags.
+    assert not [key for key in registered.tags if key.startswith("medres.threshold")], registered.tags
 
 
 def test_nothing_identifying_reaches_the_server_or_the_fit_output(

@@ -1,9 +1,10 @@
-"""Make a fit's MLflow run judgeable from the UI alone: provenance and data tags, system metrics, review artifacts.
+"""Make a fit's MLflow run judgeable from the UI alone: provenance tags, datasets, system metrics, review artifacts.
 
 Lightning's MLflow logger records metrics and checkpoint files. A reviewer also needs to know what code and data
-the run saw (tags), how the machine was used (system metrics), and how the chosen model behaves on held-out data:
-ROC/PR curves, a confusion matrix at the operating thresholds, a calibration plot, Grad-CAM montages and a model
-card with bootstrap confidence intervals. This callback writes those, from rank 0 only.
+the run saw (tags, and the splits as MLflow datasets), how the machine was used (system metrics), and how the
+chosen model behaves on held-out data: ROC/PR curves, a confusion matrix at the operating thresholds, a calibration
+plot, Grad-CAM montages and a model card with bootstrap confidence intervals. This callback writes those, from rank 0
+only.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from medres.evaluation.plots import plot_calibration, plot_confusion, plot_roc_p
 from medres.tasks.callbacks.register_model import RegisterModel
 from medres.tasks.detection import MultiLabelDetection
 from medres.tasks.outputs import EpochPredictions
+from medres.tracking.datasets import log_split_datasets
 from medres.tracking.privacy import allowed_tags
 from medres.tracking.provenance import provenance_tags
 
@@ -88,8 +90,11 @@ class ReviewRun(pl.Callback):
         datamodule = getattr(trainer, "datamodule", None)
         if isinstance(datamodule, DicomDataModule):
             self.data_summary = datamodule.summary()
-            tags.update(self.data_summary.tags())
+            # One tag to filter runs by their data; the counts go to data_summary.json, the model card and the
+            # splits' dataset profiles, not to ~70 tags that bury the run page (issue 21, item 5).
+            tags["data.fingerprint"] = self.data_summary.fingerprint
             client.log_text(logger.run_id, json.dumps(self.data_summary.to_dict(), indent=2), "data_summary.json")
+            log_split_datasets(client, logger.run_id, self.data_summary, datamodule.root)
         for key, value in allowed_tags(tags).items():
             client.set_tag(logger.run_id, key, value)
         if self.system_metrics:
@@ -159,7 +164,7 @@ class ReviewRun(pl.Callback):
             (out / "metrics.json").write_text(json.dumps(report.to_dict(), indent=2, allow_nan=True) + "\n")
             client.log_artifacts(logger.run_id, str(out), REVIEW_ARTIFACT_DIR)
         if registered:
-            self._describe_version(client, *registered, card, pl_module)
+            self._describe_version(client, *registered, card)
 
     def _montage(self, module: MultiLabelDetection, datamodule: DicomDataModule, out_path: Path) -> None:
         """Grad-CAM over the first validation images, captioned with their place in the split only."""
@@ -195,15 +200,14 @@ class ReviewRun(pl.Callback):
             return None
         return register.model_name, str(info.registered_model_version)  # type: ignore[union-attr]
 
-    def _describe_version(
-        self, client: MlflowClient, name: str, version: str, card: str, module: MultiLabelDetection
-    ) -> None:
-        """The registered version's description is its model card; thresholds and rule also go in its tags."""
+    def _describe_version(self, client: MlflowClient, name: str, version: str, card: str) -> None:
+        """The registered version's description is its model card.
+
+        The thresholds and their rule are in the card and in the model's metadata; they are not also set as version
+        tags, which the registry shows as a column beside the card and which no reviewer filters versions by.
+        """
         registry = MlflowClient(tracking_uri=client.tracking_uri, registry_uri=client.tracking_uri)
         registry.update_model_version(name, version, description=card)
-        registry.set_model_version_tag(name, version, "medres.threshold_rule", module.threshold_rule.describe())
-        for finding, threshold in zip(module.findings, module.thresholds, strict=True):
-            registry.set_model_version_tag(name, version, f"medres.threshold.{finding}", f"{threshold:.6g}")
 
     def _start_system_metrics(self, logger: MLFlowLogger, resumed: bool) -> None:
         # MLflow's monitor samples in a thread and logs system/* metrics to the run; it needs psutil.
