@@ -340,7 +340,10 @@ class DicomDataModule(pl.LightningDataModule):
         count = size = 0
         newest = 0.0
         for path in iter_archive_files(self.root):
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except OSError:  # a dangling symlink or a symlink loop is an input too (the ledger's): its link's stat
+                stat = path.lstat()
             count, size, newest = count + 1, size + stat.st_size, max(newest, stat.st_mtime)
         salt_hash = hashlib.sha256(patient_key_salt().encode()).hexdigest()[:12]
         return {"root": str(self.root.resolve()), "files": count, "bytes": size, "mtime": newest, "salt": salt_hash}
