@@ -357,7 +357,7 @@ class CachedDataset(Dataset):
         return self.transform(item, start=self.head_length)
 
 
-class _FillDataset(torch.utils.data.Dataset[int]):
+class _FillDataset(torch.utils.data.Dataset[tuple[int, dict[str, str] | None]]):
     """Decode-and-store jobs for :meth:`TensorCache.fill`'s worker processes; yields bytes written."""
 
     def __init__(self, cache: TensorCache, jobs: Sequence[tuple[str, Any]]) -> None:
@@ -393,10 +393,9 @@ def _failure(image: Any, err: BaseException) -> dict[str, str]:
         seen = seen.__cause__ or seen.__context__
     if isinstance(seen, DicomReadError):
         return {"path": seen.path, "kind": str(seen.kind), "message": seen.message}
-    if isinstance(err, OSError):
-        return {"path": _first(image), "kind": str(DicomErrorKind.UNREADABLE), "message": f"{type(err).__name__}: {err}"}
     message = " ".join(f"{type(err).__name__}: {err}".split())
-    return {"path": _first(image), "kind": PREPROCESSING_ERROR, "message": message}
+    kind = str(DicomErrorKind.UNREADABLE) if isinstance(err, OSError) else PREPROCESSING_ERROR
+    return {"path": _first(image), "kind": kind, "message": message}
 
 
 def _rows_for(images: Sequence[Any], row: Mapping[str, str]) -> list[dict[str, str]]:

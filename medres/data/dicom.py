@@ -915,7 +915,7 @@ def _load(path: PathLike, options: ReadOptions, with_affine: bool) -> DicomImage
         return image
     except (DicomReadError, MemoryError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         # pydicom converts values lazily: a malformed one surfaces wherever it is first used. BaseException: a
         # Rust decoder's panic arrives as pyo3's PanicException, which derives from it (pylibjpeg-rle on an RLE
         # file whose Columns lie, issue 21).

@@ -1,4 +1,4 @@
-"""``LoadDicom``/``LoadDicomd`` keep the reader's typed errors where MONAI's ``LoadImage`` loses them (issue 21, item 4).
+"""``LoadDicom``/``LoadDicomd`` keep the reader's typed errors where MONAI's ``LoadImage`` loses them (issue 21).
 
 Over every file that ships inside the installed pydicom package (nothing is downloaded), the array transform and its
 dict pair either load the image the reader reads, or raise the reader's :class:`DicomReadError` with the same kind.
