@@ -72,7 +72,8 @@ def everything(corpus: Corpus) -> set[str]:
 
 
 def assert_ledger_rows(rows: pd.DataFrame) -> None:
-    assert set(rows["kind"]) <= KINDS | {"preprocessing_error", "not_selected"}, set(rows["kind"])
+    scoring_kinds = {"preprocessing_error", "not_selected", "duplicate", "series_error"}
+    assert set(rows["kind"]) <= KINDS | scoring_kinds, set(rows["kind"])
     assert rows["message"].str.len().gt(0).all()
     assert not rows["message"].str.contains("\n").any(), "a ledger message is one line"
 
@@ -288,3 +289,43 @@ def test_pyfunc_answers_every_row_in_place(corpus: Corpus, tmp_path: Path) -> No
     for rel, error in errors.items():
         if not pd.isna(error):
             assert error.split(":")[0] in KINDS | {"preprocessing_error", "not_selected"} and "\n" not in error, rel
+
+
+@pytest.mark.slow
+def test_3d_scoring_plans_series_around_damaged_members(corpus: Corpus, tmp_path: Path) -> None:
+    from medres.scoring import score_archive
+
+    from .scoring.ct_series import uid, write_series
+    from .scoring.ct_series import write_checkpoint as write_ct_checkpoint
+
+    archive = tmp_path / "ct"
+    study = uid()
+    _, good = write_series(archive / "good", study=study, n=6, seed=1)
+    _, cut = write_series(archive / "cut", study=study, n=6, seed=2)
+    _, flipped = write_series(archive / "flipped", study=study, n=6, seed=3)
+    cut[2].write_bytes(cut[2].read_bytes()[: len(cut[2].read_bytes()) - 100])  # inside the pixel data
+    data = flipped[0].read_bytes()
+    at = data.find(b"\x08\x00\x18\x00UI", 132)
+    flipped[0].write_bytes(data[: at + 4] + b"Q" + data[at + 5 :])  # the byte, in a series
+    # Plus the corpus's hostile entries, which are nobody's series.
+    for rel in [*corpus.liars, "nest/depth_5000.dcm", "empty.dcm"]:
+        target = archive / "junk" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((corpus.root / rel).read_bytes())
+    os.mkfifo(archive / "junk" / "fifo.dcm")
+    model, _ = write_ct_checkpoint(tmp_path / "ct.ckpt")
+    output = tmp_path / "preds.parquet"
+    with deadline(240, "3D scoring"):
+        summary = score_archive(str(model), archive, output, batch_size=2, num_workers=0, progress=False)
+    predictions = pd.read_parquet(output)
+    ledger = pd.read_parquet(tmp_path / "preds.errors.parquet")
+    entries = {p.relative_to(archive).as_posix() for p in archive.rglob("*") if not p.is_dir()}
+    assert summary.scored_files + summary.errors == len(entries)
+    assert set(ledger["path"]).isdisjoint(predictions["path"])  # a series row names its first slice
+    assert set(ledger["path"]) <= entries and len(set(ledger["path"])) == len(ledger)
+    kinds = dict(zip(ledger["path"], ledger["kind"], strict=True))
+    assert kinds[cut[2].relative_to(archive).as_posix()] == "truncated"
+    assert kinds[flipped[0].relative_to(archive).as_posix()] == "decode_error"
+    assert kinds["junk/fifo.dcm"] == "unreadable"
+    assert good[0].parent.name in " ".join(predictions["path"]), "the intact series is scored"
+    assert_ledger_rows(ledger)
