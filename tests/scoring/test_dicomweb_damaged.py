@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlparse
 
 import pandas as pd
@@ -34,7 +35,7 @@ def _flip_sop_uid_vr(data: bytes) -> bytes:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    instances: dict[tuple[str, str, str], bytes] = {}
+    instances: ClassVar[dict[tuple[str, str, str], bytes]] = {}
 
     def log_message(self, format: str, *args: object) -> None:  # quiet test output
         pass
