@@ -64,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     # INFO for medres's own messages only: codec libraries log every tile at INFO.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("medres").setLevel(logging.INFO)
+    if not os.environ.get("MEDRES_DEBUG"):
+        # pydicom logs a traceback for every decoding plugin that fails on a damaged file; that failure is the
+        # file's ledger row already (one line), so a hostile archive would bury the terminal in them (issue 21).
+        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     if not args or args[0] in ("-h", "--help"):
         print(USAGE, end="")
         return

@@ -42,9 +42,10 @@ import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import safetensors.torch
@@ -57,6 +58,7 @@ from tqdm import tqdm
 
 import medres
 from medres.data.transforms import IMAGE_KEY, Preprocessing, load_and_normalise
+from medres.dicom import DicomErrorKind, DicomReadError
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ WRITES_LOG = "writes.log"
 ENTRY_SUFFIX = ".safetensors"
 _TEMP_PREFIX = ".tmp-"
 _STALE_TEMP_S = 24 * 3600  # a temporary file this old belongs to a writer that died
+# Ledger kind of an image that decoded but failed in the preprocessing head (as medres score's ledger names it).
+PREPROCESSING_ERROR = "preprocessing_error"
 
 
 class CacheSpaceError(RuntimeError):
@@ -81,12 +85,15 @@ class CacheEstimate:
         missing: Entries not in the cache yet.
         bytes_per_entry: Size of one entry on disk (every entry has the same shape).
         free_bytes: Free space on the cache's disk before the fill.
+        failed: Ledger rows (``path``, ``kind``, ``message``) of the images that could not be cached, one per
+            image given (a file that cannot be hashed or decoded): the fill goes on without them (issue 21).
     """
 
     samples: int
     missing: int
     bytes_per_entry: int
     free_bytes: int
+    failed: tuple[dict[str, str], ...] = ()
 
     @property
     def total_bytes(self) -> int:
@@ -238,17 +245,30 @@ class TensorCache:
         """
         self._remove_stale_temporaries()
         with ThreadPoolExecutor(max_workers=max(2, num_workers)) as pool:  # hashing is I/O and releases the GIL
-            keys = list(pool.map(self.key, images))
-        unique = dict(zip(keys, images, strict=True))
+            keyed = list(pool.map(self._key_or_failure, images))
+        failed = [row for row in keyed if isinstance(row, dict)]
+        by_key: dict[str, list[Any]] = {}
+        for key, image in zip(keyed, images, strict=True):
+            if isinstance(key, str):
+                by_key.setdefault(key, []).append(image)
+        unique = {key: same[0] for key, same in by_key.items()}
         missing = [(k, img) for k, img in unique.items() if not self.entry_path(k).is_file()]
         free = shutil.disk_usage(self.directory).free
-        if not missing:
-            size = self.entry_path(next(iter(unique))).stat().st_size if unique else 0
-            estimate = CacheEstimate(len(unique), 0, size, free)
+        # The first missing sample that decodes measures an entry; those before it failed.
+        tensor: torch.Tensor | None = None
+        while missing and tensor is None:
+            first_key, first_image = missing[0]
+            try:
+                tensor = self.decode(first_image)
+            except Exception as err:  # one bad file: its ledger row, and the fill goes on
+                failed += _rows_for(by_key[first_key], _failure(first_image, err))
+                missing = missing[1:]
+        if tensor is None:
+            present = next((self.entry_path(k) for k in unique if self.entry_path(k).is_file()), None)
+            estimate = CacheEstimate(len(unique), 0, present.stat().st_size if present else 0, free, tuple(failed))
             log.info("tensor cache %s: complete, %s", self.directory, estimate)
+            _log_failures(failed)
             return estimate
-        first_key, first_image = missing[0]
-        tensor = self.decode(first_image)
         size = len(_encode_entry(tensor))
         estimate = CacheEstimate(len(unique), len(missing), size, free)
         log.info("tensor cache %s: %s", self.directory, estimate)
@@ -257,19 +277,33 @@ class TensorCache:
                 f"data.cache_dir={self.directory}: the cache needs {_size(estimate.needed_bytes)} more but the disk "
                 f"has {_size(free)} free; free space or point data.cache_dir at a larger disk"
             )
-        self.store(first_key, tensor)
+        self.store(missing[0][0], tensor)
         rest = _FillDataset(self, missing[1:])
         loader = DataLoader(rest, batch_size=None, num_workers=num_workers if len(rest) > 1 else 0)
         started = time.perf_counter()
+        written = 1
         with tqdm(total=len(missing), initial=1, desc="tensor cache", unit=" samples", disable=not progress) as bar:
-            for _ in loader:
+            for index, (_, error) in enumerate(loader):  # in job order, whatever the workers
+                if error is not None:
+                    failed += _rows_for(by_key[rest.jobs[index][0]], error)
+                written += error is None
                 bar.update(1)
-        log.info("tensor cache: wrote %d entries in %.1fs", len(missing), time.perf_counter() - started)
-        return estimate
+        log.info("tensor cache: wrote %d entries in %.1fs", written, time.perf_counter() - started)
+        _log_failures(failed)
+        return replace(estimate, failed=tuple(failed))
+
+    def _key_or_failure(self, image: Any) -> str | dict[str, str]:
+        """The image's key, or its ledger row when a file cannot be hashed (gone, unreadable, not a regular file)."""
+        try:
+            return self.key(image)
+        except Exception as err:
+            return _failure(image, err)
 
     # ---- helpers -------------------------------------------------------------------------------
     def _file_digest(self, path: Path) -> str:
         stat = path.stat()
+        if not S_ISREG(stat.st_mode):  # never open a FIFO (it blocks) or a device
+            raise DicomReadError(DicomErrorKind.UNREADABLE, path, "not a regular file; not opened")
         memo_key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
         with self._lock:
             digest = self._digests.get(memo_key)
@@ -323,7 +357,7 @@ class CachedDataset(Dataset):
         return self.transform(item, start=self.head_length)
 
 
-class _FillDataset(torch.utils.data.Dataset[int]):
+class _FillDataset(torch.utils.data.Dataset[tuple[int, dict[str, str] | None]]):
     """Decode-and-store jobs for :meth:`TensorCache.fill`'s worker processes; yields bytes written."""
 
     def __init__(self, cache: TensorCache, jobs: Sequence[tuple[str, Any]]) -> None:
@@ -333,11 +367,49 @@ class _FillDataset(torch.utils.data.Dataset[int]):
     def __len__(self) -> int:
         return len(self.jobs)
 
-    def __getitem__(self, index: int) -> int:
+    def __getitem__(self, index: int) -> tuple[int, dict[str, str] | None]:
+        """(bytes written, None), or (0, the image's ledger row) when it cannot be decoded."""
         key, image = self.jobs[index]
         if self.cache.entry_path(key).is_file():  # another node's rank 0 on a shared disk got there first
-            return 0
-        return self.cache.store(key, self.cache.decode(image))
+            return 0, None
+        try:
+            tensor = self.cache.decode(image)
+        except Exception as err:  # a worker must not die on one file: the fill reports it and goes on
+            return 0, _failure(image, err)
+        return self.cache.store(key, tensor), None
+
+
+def _first(image: Any) -> str:
+    return str(image) if isinstance(image, str | os.PathLike) else str(next(iter(image), ""))
+
+
+def _failure(image: Any, err: BaseException) -> dict[str, str]:
+    """A ledger row for an image that could not be cached: the reader's kind, else ``preprocessing_error``.
+
+    The path is the failing file when the reader names it (a series' member), else the image's first file.
+    """
+    seen: BaseException | None = err
+    while seen is not None and not isinstance(seen, DicomReadError):  # MONAI's Compose wraps transform errors
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(seen, DicomReadError):
+        return {"path": seen.path, "kind": str(seen.kind), "message": seen.message}
+    message = " ".join(f"{type(err).__name__}: {err}".split())
+    kind = str(DicomErrorKind.UNREADABLE) if isinstance(err, OSError) else PREPROCESSING_ERROR
+    return {"path": _first(image), "kind": kind, "message": message}
+
+
+def _rows_for(images: Sequence[Any], row: Mapping[str, str]) -> list[dict[str, str]]:
+    """``row`` for every image that shares the failed entry (files of equal content share a key).
+
+    A 2D image is one file, which the row names; a series keeps the member the reader named.
+    """
+    return [{**row, "path": str(image)} if isinstance(image, str | os.PathLike) else dict(row) for image in images]
+
+
+def _log_failures(failed: Sequence[Mapping[str, str]]) -> None:
+    if failed:
+        kinds = Counter(row["kind"] for row in failed)
+        log.warning("tensor cache: %d image(s) could not be cached %s; they are left out", len(failed), dict(kinds))
 
 
 def preprocessing_digest(preprocessing: Preprocessing, head: Sequence[Any]) -> str:

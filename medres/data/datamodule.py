@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -202,7 +203,13 @@ class DicomDataModule(pl.LightningDataModule):
             # Here, on local rank 0 only, while the other ranks wait at Lightning's barrier: each entry is
             # decoded once, and ranks never race to write it.
             images = [record[IMAGE_KEY] for record in self._records(samples)]
-            TensorCache(self.cache_dir, self.preprocessing).fill(images, num_workers=self.num_workers, progress=True)
+            cache = TensorCache(self.cache_dir, self.preprocessing)
+            estimate = cache.fill(images, num_workers=self.num_workers, progress=True)
+            # Files that index but do not decode: recorded (no identifying value: paths, kinds, messages), and the
+            # fit goes on without their samples (setup leaves them out, see _sample_table).
+            pd.DataFrame(list(estimate.failed), columns=["path", "kind", "message"]).to_parquet(
+                self.work_dir / "cache_errors.parquet", index=False
+            )
 
     def setup(self, stage: str | None = None) -> None:
         """Read the manifest, labels and split; build the sample lists (every rank)."""
@@ -285,6 +292,17 @@ class DicomDataModule(pl.LightningDataModule):
         if spatial_dims == 3:
             labeled, dropped = self._series_rows(labeled)
             rejected = pd.concat([rejected, dropped], ignore_index=True) if len(dropped) else rejected
+        cache_errors = self.work_dir / "cache_errors.parquet"
+        if self.cache == "disk" and cache_errors.is_file():
+            # Samples whose files the cache fill could not decode (issue 21): left out, with the fill's reason.
+            failed = pd.read_parquet(cache_errors)
+            failed["path"] = [Path(os.path.relpath(p, self.root)).as_posix() for p in failed["path"]]
+            files = labeled["files"] if spatial_dims == 3 else labeled["path"].map(lambda p: [p])
+            bad = files.map(lambda fs: not set(fs).isdisjoint(failed["path"]))
+            if bad.any():
+                labeled = labeled[~bad.to_numpy()]
+                frame = failed.reindex(columns=list(REJECTED_COLUMNS)).astype(object)  # UIDs unknown: None
+                rejected = pd.concat([rejected, frame], ignore_index=True)
         return labeled, rejected
 
     def _series_rows(self, labeled: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -318,7 +336,10 @@ class DicomDataModule(pl.LightningDataModule):
         count = size = 0
         newest = 0.0
         for path in iter_archive_files(self.root):
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except OSError:  # a dangling symlink or a symlink loop is an input too (the ledger's): its link's stat
+                stat = path.lstat()
             count, size, newest = count + 1, size + stat.st_size, max(newest, stat.st_mtime)
         salt_hash = hashlib.sha256(patient_key_salt().encode()).hexdigest()[:12]
         return {"root": str(self.root.resolve()), "files": count, "bytes": size, "mtime": newest, "salt": salt_hash}

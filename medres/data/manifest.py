@@ -34,11 +34,13 @@ Fast header path
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections import Counter, deque
@@ -57,7 +59,7 @@ import pydicom
 from tqdm import tqdm
 
 from medres.data.keys import patient_key
-from medres.dicom.errors import DicomReadError
+from medres.dicom.errors import DicomErrorKind, DicomReadError
 from medres.dicom.header_scan import GiveUpError, HeaderScan
 from medres.dicom.reader import read_header
 from medres.dicom.values import finite_floats, float_or_none, int_or_none, pixel_spacing, text_or_none
@@ -154,7 +156,7 @@ _FLUSH_SECONDS = 30.0  # a part at least this often, so an interruption loses li
 
 
 def _walk(root: Path) -> Iterator[tuple[str, str]]:
-    """(absolute path, POSIX path relative to ``root``) of every regular file; see :func:`iter_archive_files`."""
+    """(absolute path, POSIX path relative to ``root``) of every input entry; see :func:`iter_archive_files`."""
     stack: list[tuple[str, str]] = [(os.fspath(root), "")]
     while stack:
         directory, prefix = stack.pop()
@@ -165,16 +167,22 @@ def _walk(root: Path) -> Iterator[tuple[str, str]]:
             # DirEntry caches the file type from readdir (d_type): no stat per file on local file systems.
             if entry.is_dir(follow_symlinks=False):
                 subdirs.append((entry.path, f"{prefix}{entry.name}/"))
-            elif entry.is_file():
+            else:  # regular files, and what only looks like one (see iter_archive_files): never opened here
                 yield entry.path, prefix + entry.name
         stack.extend(reversed(subdirs))  # pop() then visits them in sorted order
 
 
 def iter_archive_files(root: Path) -> Iterator[Path]:
-    """Yield every regular file under ``root`` (DICOM or not), depth-first, sorted by name per directory.
+    """Yield every input entry under ``root`` (DICOM or not), depth-first, sorted by name per directory.
 
     Streaming (``os.scandir``, one directory in memory at a time); hidden files and directories (name
     starting with '.') are skipped; symlinks to directories are not followed (no cycles).
+
+    An input entry is anything but a real directory: regular files (directly or through a symlink) and
+    also FIFOs, sockets, devices, dangling symlinks, symlink loops and symlinks to directories. Those are
+    not regular files: readers never open them (a FIFO blocks its reader forever) and they go to the
+    ledger as ``unreadable`` ("not a regular file", issue 21), so every name the archive holds is
+    accounted for, rather than some of them vanishing silently.
     """
     for path, _ in _walk(Path(root)):
         yield Path(path)
@@ -216,8 +224,13 @@ def _as_list(values: Any) -> list[float] | None:
 def _row_via_pydicom(path: str, rel: str, salt: str) -> tuple[Any, ...]:
     """The reference path: ``read_header`` (pydicom) and its typed errors."""
     ds: pydicom.Dataset = read_header(path, specific_tags=_HEADER_TAGS, require_pixel_data=True)
-    values = {tag: ds.get(tag) for tag in _HEADER_TAGS}
-    return _make_row(values, pixel_spacing(ds), ds.file_meta.get("TransferSyntaxUID"), rel, salt)
+    try:
+        values = {tag: ds.get(tag) for tag in _HEADER_TAGS}
+        return _make_row(values, pixel_spacing(ds), ds.file_meta.get("TransferSyntaxUID"), rel, salt)
+    except Exception as exc:
+        # pydicom converts a value when it is first used: a damaged element (an unknown VR from one flipped byte
+        # raises NotImplementedError, issue 21) fails here, after the parse, and is this file's error only.
+        raise DicomReadError(DicomErrorKind.DECODE_ERROR, path, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _row_via_scan(path: str, rel: str, salt: str) -> tuple[Any, ...]:
@@ -227,10 +240,26 @@ def _row_via_scan(path: str, rel: str, salt: str) -> tuple[Any, ...]:
 
 
 def _manifest_row(path: str, rel: str, salt: str) -> tuple[Any, ...]:
+    _require_regular_file(path)
     try:
         return _row_via_scan(path, rel, salt)
     except (GiveUpError, OSError):
         return _row_via_pydicom(path, rel, salt)
+
+
+def _require_regular_file(path: str) -> None:
+    """Raise ``unreadable`` for an entry that is not a regular file (after symlinks), without opening it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if not os.path.islink(path):  # a vanished file, no permission on the folder
+            message = f"{type(exc).__name__}: {exc.strerror or exc}"
+            raise DicomReadError(DicomErrorKind.UNREADABLE, path, message) from exc
+        what = "symlink loop" if exc.errno == errno.ELOOP else "dangling symlink"
+        raise DicomReadError(DicomErrorKind.UNREADABLE, path, f"not a regular file ({what}); not opened") from exc
+    if not stat.S_ISREG(mode):
+        what = "FIFO" if stat.S_ISFIFO(mode) else "symlink to a folder" if stat.S_ISDIR(mode) else "socket or device"
+        raise DicomReadError(DicomErrorKind.UNREADABLE, path, f"not a regular file ({what}); not opened")
 
 
 def read_manifest_row(path: Path, root: Path, salt: str) -> dict[str, Any]:

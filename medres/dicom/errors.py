@@ -19,7 +19,7 @@ class DicomErrorKind(StrEnum):
     TRUNCATED = "truncated"
     UNSUPPORTED_IMAGE = "unsupported_image"
     DECODE_ERROR = "decode_error"
-    UNREADABLE = "unreadable"  # OS-level failure: missing file, permission denied, I/O error
+    UNREADABLE = "unreadable"  # OS-level failure: missing file, permission denied, I/O error, not a regular file
     INCONSISTENT_SERIES = "inconsistent_series"  # slices that do not form one volume (medres.dicom.series)
     MISSING_GEOMETRY = "missing_geometry"  # no ImageOrientation/ImagePositionPatient where a volume needs them
 

@@ -70,7 +70,9 @@ class HeaderScan:
         try:
             transfer_syntax, found = _scan(path, self.wanted)
             return transfer_syntax, _decode_values(found, self.vr_of, self.single_valued)
-        except (struct.error, UnicodeDecodeError, ValueError) as exc:
+        except OSError:
+            raise
+        except Exception as exc:  # malformed bytes, or deep nesting (RecursionError, issue 21): pydicom decides
             raise GiveUpError from exc
 
 

@@ -103,6 +103,7 @@ from typing import Any, BinaryIO, Literal, NamedTuple, cast
 
 import numpy as np
 import pydicom
+import pydicom.encaps
 import pydicom.pixels
 from monai.data import ImageReader
 from pydicom.dataelem import RawDataElement
@@ -116,7 +117,9 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEG2000TransferSyntaxes,
     JPEGExtended12Bit,
+    RLELossless,
 )
 
 from medres.dicom.errors import DicomErrorKind, DicomReadError
@@ -535,6 +538,9 @@ def _check_image_pixel_module(ds: pydicom.Dataset, path: PathLike) -> str:
     missing = [k for k in required if ds.get(k) in (None, "")]
     if missing:
         raise DicomReadError(DicomErrorKind.UNSUPPORTED_IMAGE, path, f"Image Pixel module lacks {', '.join(missing)}")
+    empty = [k for k in ("Rows", "Columns", "BitsAllocated") if int(ds.get(k)) < 1]  # US: 0 is the only bad value
+    if empty:
+        raise DicomReadError(DicomErrorKind.UNSUPPORTED_IMAGE, path, f"{', '.join(empty)} of 0: an empty image")
     photometric = str(ds.PhotometricInterpretation).strip().upper()
     samples = int(ds.get("SamplesPerPixel") or 1)
     expected = 3 if photometric in _RGB_LIKE else 1 if photometric in (*_GREY, _PALETTE) else None
@@ -637,6 +643,78 @@ def _read_into_float32(f: BinaryIO, count: int, dtype: np.dtype[Any], unused: in
     return out
 
 
+# RLE (PS3.5 G.3.1, PackBits): at best a 2-byte replicate run gives 128 bytes, so a segment decodes to at most 64×
+# its length. A header that promises more than that cannot be true.
+_RLE_MAX_EXPANSION = 64
+# Start-of-frame markers whose segment holds the frame's height and width (ITU-T T.81 B.2.2, T.87 for JPEG-LS's
+# FFF7): every SOFn except DHT (C4), JPG (C8) and DAC (CC).
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
+# JPEG 2000 codestream start (SOC) followed by the image and tile size marker (SIZ), ITU-T T.800 A.5.1.
+_J2K_SIZ = b"\xff\x4f\xff\x51"
+
+
+def _codestream_size(fragment: bytes, tsyntax: UID) -> tuple[int, int] | None:
+    """(rows, columns) a JPEG or JPEG 2000 frame's codestream declares, or None where it is not found.
+
+    A few bytes of marker parsing (pydicom's own parameter helpers are private and do not return the size).
+    """
+    if tsyntax in JPEG2000TransferSyntaxes:
+        at = fragment.find(_J2K_SIZ)
+        if at < 0 or len(fragment) < at + 24:
+            return None
+        x, y, x0, y0 = (int.from_bytes(fragment[at + 8 + 4 * i : at + 12 + 4 * i], "big") for i in range(4))
+        return y - y0, x - x0
+    i = 2 if fragment[:2] == b"\xff\xd8" else len(fragment)  # SOI, then marker segments up to the SOF
+    while i + 9 <= len(fragment) and fragment[i] == 0xFF:
+        marker, length = fragment[i + 1], int.from_bytes(fragment[i + 2 : i + 4], "big")
+        if marker in _JPEG_SOF:
+            return int.from_bytes(fragment[i + 5 : i + 7], "big"), int.from_bytes(fragment[i + 7 : i + 9], "big")
+        i += 2 + length
+    return None
+
+
+def _check_encapsulated(ds: pydicom.Dataset, path: PathLike, tsyntax: UID) -> None:
+    """Refuse compressed pixel data whose header promises more than its fragments can hold, before decoding.
+
+    Decoders allocate (and some zero-fill) the output the header declares before they look at the data: a flipped
+    byte in Rows or Columns of a 64 px RLE file made pylibjpeg-rle fill 7 GB (issue 21). Three checks, each a
+    property of valid data: a frame needs at least one fragment (PS3.5 A.4); an RLE frame cannot decode to more
+    than 64× its bytes; a JPEG or JPEG 2000 codestream states the frame size, which must be Rows × Columns.
+    """
+    data = ds.get("PixelData")
+    if not isinstance(data, bytes | bytearray):
+        return  # float pixel data or nothing: pydicom reports it
+    try:
+        fragments = list(pydicom.encaps.generate_fragments(data))[1:]  # the first item is the offset table
+    except Exception as exc:
+        raise DicomReadError(DicomErrorKind.DECODE_ERROR, path, f"encapsulated pixel data: {exc}") from exc
+    frames = int(ds.get("NumberOfFrames") or 1)
+    rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    if frames > len(fragments):
+        raise DicomReadError(
+            DicomErrorKind.DECODE_ERROR,
+            path,
+            f"NumberOfFrames {frames} but the pixel data holds {len(fragments)} fragment(s) (a frame needs one)",
+        )
+    if tsyntax == RLELossless:
+        per_frame = rows * columns * int(ds.get("SamplesPerPixel") or 1) * -(-int(ds.get("BitsAllocated") or 8) // 8)
+        if per_frame > _RLE_MAX_EXPANSION * max(len(f) for f in fragments):
+            raise DicomReadError(
+                DicomErrorKind.DECODE_ERROR,
+                path,
+                f"Rows {rows} × Columns {columns} cannot come out of RLE fragments of at most "
+                f"{max(len(f) for f in fragments)} bytes",
+            )
+        return
+    size = _codestream_size(bytes(fragments[0][:65536]), tsyntax) if fragments else None
+    if size is not None and size != (rows, columns):
+        raise DicomReadError(
+            DicomErrorKind.DECODE_ERROR,
+            path,
+            f"Rows {rows} × Columns {columns} in the header but the codestream is {size[0]} × {size[1]}",
+        )
+
+
 def _decode(ds: pydicom.Dataset, path: PathLike) -> np.ndarray:
     """Decode the pixel data through pydicom, as stored samples (YBR → RGB done by pydicom, ``raw=False``)."""
     tsyntax = UID(ds.file_meta.get("TransferSyntaxUID", ""))
@@ -662,6 +740,8 @@ def _decode(ds: pydicom.Dataset, path: PathLike) -> np.ndarray:
             path,
             "12-bit JPEG Extended needs pylibjpeg-libjpeg, which is not installed",
         )
+    if tsyntax.is_encapsulated:
+        _check_encapsulated(ds, path, tsyntax)
     # view_only: native data comes back as a view on the file bytes; the modality step makes the copy.
     # Not when Bits Stored < Bits Allocated: the unused high bits may hold garbage (old overlays)
     # that pydicom must mask, which needs a copy (asking for a view then only earns a warning).
@@ -770,9 +850,12 @@ def _load(path: PathLike, options: ReadOptions, with_affine: bool) -> DicomImage
         if with_affine:
             image.affine = instance_affine(ds, image.spatial_shape)
         return image
-    except (DicomReadError, MemoryError):
+    except (DicomReadError, MemoryError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
-    except Exception as exc:  # pydicom converts values lazily: a malformed one surfaces wherever it is first used
+    except BaseException as exc:
+        # pydicom converts values lazily: a malformed one surfaces wherever it is first used. BaseException: a
+        # Rust decoder's panic arrives as pyo3's PanicException, which derives from it (pylibjpeg-rle on an RLE
+        # file whose Columns lie, issue 21).
         raise DicomReadError(DicomErrorKind.DECODE_ERROR, path, f"{type(exc).__name__}: {exc}") from exc
 
 

@@ -655,7 +655,7 @@ def plan_series(rows: pd.DataFrame, *, root: PathLike | None = None) -> SeriesPl
     for row in rows.to_dict("records"):  # plain dicts: several times faster than iterrows
         path = _resolve(row["path"], root)
         if (int_or_none(row.get("NumberOfFrames")) or 1) > 1:
-            slices.extend(_slices_from_dataset(read_header(path, specific_tags=SERIES_HEADER_TAGS), path))
+            slices.extend(_header_values(path, require_pixel_data=False)[0])
         else:
             slices.extend(_slices_from_row(row, path))
     first = rows.iloc[0]
@@ -683,11 +683,31 @@ def plan_series_files(paths: Sequence[PathLike]) -> list[SeriesPlan]:
     context: dict[str, tuple[str | None, str | None]] = {}
     for p in paths:
         path = str(p)
-        ds = read_header(path, specific_tags=SERIES_HEADER_TAGS, require_pixel_data=True)
-        uid = text_or_none(ds.get("SeriesInstanceUID")) or ""
-        groups.setdefault(uid, []).extend(_slices_from_dataset(ds, path))
-        context.setdefault(uid, (text_or_none(ds.get("StudyInstanceUID")), text_or_none(ds.get("Modality"))))
+        file_slices, uid, study, modality = _header_values(path, require_pixel_data=True)
+        groups.setdefault(uid, []).extend(file_slices)
+        context.setdefault(uid, (study, modality))
     return [_plan(uid, groups[uid], *context[uid]) for uid in sorted(groups)]
+
+
+def _header_values(path: str, require_pixel_data: bool) -> tuple[list[_Slice], str, str | None, str | None]:
+    """A file's slices and its series UID, study UID and modality, header-only.
+
+    pydicom converts a value when it is first used, so a damaged element (a flipped VR byte raises
+    ``NotImplementedError``, issue 21) fails after the parse: it is the file's ``decode_error``, typed.
+    """
+    ds = read_header(path, specific_tags=SERIES_HEADER_TAGS, require_pixel_data=require_pixel_data)
+    try:
+        slices = _slices_from_dataset(ds, path)
+        return (
+            slices,
+            text_or_none(ds.get("SeriesInstanceUID")) or "",
+            text_or_none(ds.get("StudyInstanceUID")),
+            text_or_none(ds.get("Modality")),
+        )
+    except DicomReadError:
+        raise
+    except Exception as exc:
+        raise DicomReadError(DicomErrorKind.DECODE_ERROR, path, f"{type(exc).__name__}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -47,6 +47,7 @@ import pydicom
 import requests
 from dicomweb_client import DICOMwebClient
 from dicomweb_client.session_utils import create_session_from_user_pass
+from dicomweb_client.web import _Transaction
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from tqdm import tqdm
@@ -273,16 +274,46 @@ class _Fetcher:
         client = getattr(self.local, "client", None)
         if client is None:
             client = self.local.client = self.source.client()
-        dataset = client.retrieve_instance(ref.study_uid, ref.series_uid, ref.sop_uid, media_types=_ANY_TRANSFER_SYNTAX)
-        if str(dataset.SOPInstanceUID) != ref.sop_uid:
-            raise RuntimeError(f"WADO-RS returned instance {dataset.SOPInstanceUID} for {ref.sop_uid}")
         target = self.staging / ref.relative_path
         target.parent.mkdir(parents=True, exist_ok=True)
         # Hidden temporary name: an interrupted write is never scored (hidden files are skipped) nor taken for
         # a fetched instance by a rerun.
         temporary = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.partial")
-        dataset.save_as(temporary, enforce_file_format=True)
+        try:
+            dataset = client.retrieve_instance(
+                ref.study_uid, ref.series_uid, ref.sop_uid, media_types=_ANY_TRANSFER_SYNTAX
+            )
+            sop_uid = str(dataset.SOPInstanceUID)
+            if sop_uid == ref.sop_uid:
+                dataset.save_as(temporary, enforce_file_format=True)
+        except requests.RequestException:
+            raise  # the service's failure: _service_errors names it
+        except Exception:
+            # The PACS holds a damaged instance that pydicom cannot parse or write back (a flipped VR byte raises
+            # NotImplementedError on first use, issue 21). Stage its bytes as sent: scoring then gives the file
+            # its ledger row, with the reader's kind, instead of one instance stopping the whole mirror.
+            temporary.write_bytes(self._raw_instance(client, ref))
+            sop_uid = ref.sop_uid
+        if sop_uid != ref.sop_uid:
+            raise RuntimeError(f"WADO-RS returned instance {sop_uid} for {ref.sop_uid}")
         os.replace(temporary, target)
+
+    @staticmethod
+    def _raw_instance(client: DICOMwebClient, ref: InstanceRef) -> bytes:
+        """The instance's Part 10 bytes as the service sends them (WADO-RS, any transfer syntax), unparsed.
+
+        dicomweb-client parses every instance it retrieves and offers no public call for the bytes; its URL
+        builder and multipart decoder are used here, for this fallback only.
+        """
+        url = client._get_instances_url(_Transaction.RETRIEVE, ref.study_uid, ref.series_uid, ref.sop_uid)
+        accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+        response = client._http_get(url, headers={"Accept": accept})
+        if response.headers.get("Content-Type", "").startswith("application/dicom"):  # a non-multipart answer
+            return bytes(response.content)
+        parts = list(client._decode_multipart_message(response, stream=False))
+        if len(parts) != 1:
+            raise RuntimeError(f"WADO-RS returned {len(parts)} parts for instance {ref.sop_uid}")
+        return bytes(parts[0])
 
 
 @contextmanager

@@ -22,6 +22,8 @@ already has).
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,13 +79,25 @@ def header_uids(path: Path) -> dict[str, str | None]:
     """The three UIDs from ``path``'s header, or ``None`` each where unreadable.
 
     Plain pydicom, UIDs only: a file cut short in its pixel data still has a readable header, and its UIDs
-    are what finds it again in the PACS.
+    are what finds it again in the PACS. Each UID is recovered on its own: pydicom converts a value when it is
+    first used, so one damaged element (a flipped VR byte raises ``NotImplementedError``, issue 21) costs that
+    UID only. Never raises, and never opens what is not a regular file (a FIFO would block).
     """
+    uids: dict[str, str | None] = dict.fromkeys(UID_KEYS)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return uids
         header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(UID_KEYS))
     except Exception:  # nothing readable: the path alone identifies the file
-        return dict.fromkeys(UID_KEYS)
-    return {key: str(header[key].value) if key in header else None for key in UID_KEYS}
+        return uids
+    for key in UID_KEYS:
+        try:
+            value = str(header[key].value) if key in header else ""
+        except Exception:  # a damaged element: this UID stays unknown
+            continue
+        # One line of printable text, or nothing: a ledger cell must not carry a flipped byte's control character.
+        uids[key] = value if value and value.isprintable() else None
+    return uids
 
 
 def ledger_row(member: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
