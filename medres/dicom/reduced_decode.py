@@ -218,10 +218,10 @@ def align_to_block_centres(array: np.ndarray, level: int) -> np.ndarray:
     if level == 0:
         return array
     shift = (1.0 - 2.0**-level) / 2.0
-    out = array.astype(np.float32)
+    out: np.ndarray = array.astype(np.float32)
     for axis in (0, 1):
         following = np.concatenate([out.take(range(1, out.shape[axis]), axis), out.take([-1], axis)], axis)
-        out = (1.0 - shift) * out + shift * following
+        out = np.add((1.0 - shift) * out, shift * following, dtype=np.float32)
     return np.rint(out).astype(array.dtype)
 
 
