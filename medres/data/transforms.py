@@ -80,8 +80,8 @@ class Preprocessing:
         decode: 2D only: ``full`` decodes every stored pixel; ``reduced`` decodes a JPEG 2000 or baseline JPEG
             instance at the coarsest wavelet level / DCT scale whose size still covers the resize's output per
             axis (:mod:`medres.dicom.reduced_decode`; 11× the files/s scoring 2048² JPEG 2000 at 320 px on 2 CPU
-            cores, ``benchmarks/decode_reduced.py``), then resizes as usual. Part of the package, so cache fill, training
-            and scoring decode alike; packages written before this setting existed mean ``full``.
+            cores, ``benchmarks/decode_reduced.py``), then resizes as usual. Part of the package, so cache fill,
+            training and scoring decode alike; packages written before this setting existed mean ``full``.
     """
 
     spatial_dims: int = 2
