@@ -5,8 +5,9 @@ An entry is the output of the deterministic head of the pipeline
 sample, stored as ``<cache_dir>/<key[:2]>/<key>.safetensors``. The key is a SHA-256 over
 
 - the content of the sample's file(s) (every file of a 3D series, order-independent), and
-- the preprocessing namespace: :meth:`Preprocessing.to_dict`, the head's transform classes, the cache
-  format and the versions of medres, MONAI and pydicom (a new decoder may give other pixels),
+- the preprocessing namespace: :meth:`Preprocessing.to_dict` (its ``decode`` policy included), the head's
+  transform classes, the cache format and the versions of medres, MONAI and pydicom, plus Pillow for
+  ``decode="reduced"`` (a new decoder may give other pixels),
 
 so a changed file or a changed transform never serves stale data; an orphaned entry is just unused.
 Random augmentation and the network-input step run after the cache, on every access.
@@ -414,12 +415,14 @@ def _log_failures(failed: Sequence[Mapping[str, str]]) -> None:
 
 def preprocessing_digest(preprocessing: Preprocessing, head: Sequence[Any]) -> str:
     """The namespace of a preprocessing's entries: its settings, the head's transforms and the decoding libraries."""
-    recipe = {
+    recipe: dict[str, Any] = {
         "format": CACHE_FORMAT,
         "preprocessing": preprocessing.to_dict(),
         "head": [f"{type(t).__module__}.{type(t).__qualname__}" for t in head],
         "versions": {"medres": medres.__version__, "monai": version("monai"), "pydicom": version("pydicom")},
     }
+    if preprocessing.decode == "reduced":  # these decode the reduced levels (medres.dicom.reduced_decode)
+        recipe["versions"]["pillow"] = version("pillow")
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 

@@ -78,6 +78,11 @@ class Preprocessing:
             ``lut`` (the file's VOI LUT, else its first window) or ``window`` (``voi_window``, else the file's).
             3D series stay in modality units (HU) and use ``intensity_window``.
         voi_window: (centre, width) in modality units for ``voi="window"``.
+        decode: 2D only: ``full`` decodes every stored pixel; ``reduced`` decodes a JPEG 2000 or baseline JPEG
+            instance at the coarsest wavelet level / DCT scale whose size still covers the resize's output per
+            axis (:mod:`medres.dicom.reduced_decode`; 11× the files/s scoring 2048² JPEG 2000 at 320 px on 2 CPU
+            cores, ``benchmarks/decode_reduced.py``), then resizes as usual. Part of the package, so cache fill,
+            training and scoring decode alike; packages written before this setting existed mean ``full``.
     """
 
     spatial_dims: int = 2
@@ -89,8 +94,13 @@ class Preprocessing:
     target_spacing: tuple[float, float, float] | None = None
     voi: Literal["none", "lut", "window"] = "none"
     voi_window: tuple[float, float] | None = None
+    decode: Literal["full", "reduced"] = "full"
 
     def __post_init__(self) -> None:
+        if self.decode not in ("full", "reduced"):
+            raise ValueError(f"preprocessing.decode={self.decode!r}: must be 'full' or 'reduced'")
+        if self.decode == "reduced" and self.spatial_dims != 2:
+            raise ValueError("preprocessing.decode='reduced': only for spatial_dims=2 (series decode in full)")
         if self.spatial_dims not in (2, 3):
             raise ValueError(f"preprocessing.spatial_dims={self.spatial_dims}: must be 2 (images) or 3 (series)")
         if len(self.spatial_size) != self.spatial_dims or min(self.spatial_size) < 8:
@@ -126,7 +136,8 @@ class Preprocessing:
         Colour images (ultrasound, secondary captures) are read as luminance: the pipeline's networks see one
         grey channel, repeated for ``in_channels=3``, so an RGB file must not arrive with three channels of its own.
         """
-        return ReadOptions(voi=self.voi, window=self.voi_window, colour="luminance")
+        reduced = max(self.spatial_size) if self.decode == "reduced" else None  # the resize's longer side
+        return ReadOptions(voi=self.voi, window=self.voi_window, colour="luminance", reduced_longest_side=reduced)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists)."""

@@ -123,6 +123,7 @@ from pydicom.uid import (
 )
 
 from medres.dicom.errors import DicomErrorKind, DicomReadError
+from medres.dicom.reduced_decode import decode_reduced
 from medres.dicom.values import (
     LONG_VRS,
     PIXEL_DATA,
@@ -178,13 +179,20 @@ class ReadOptions:
             is in ``[0, 1]``. Grey images only.
         window: (centre, width) in modality units for ``voi="window"``; width ≥ 1 (PS3.3 C.11.2.1.2.1).
         colour: ``"rgb"`` keeps colour images as ``(..., 3)`` RGB; ``"luminance"`` gives BT.601 grey.
+        reduced_longest_side: When set, the caller resizes the image so its longer side is this many pixels, and
+            a single-frame grey JPEG 2000 or baseline JPEG instance is decoded at the coarsest resolution that
+            still covers that size per axis (:mod:`medres.dicom.reduced_decode`); the array is then smaller than
+            Rows × Columns and ``spacing`` and the affine grow to match. Other files decode in full.
     """
 
     voi: Literal["none", "lut", "window"] = "none"
     window: tuple[float, float] | None = None
     colour: Literal["rgb", "luminance"] = "rgb"
+    reduced_longest_side: int | None = None
 
     def __post_init__(self) -> None:
+        if self.reduced_longest_side is not None and self.reduced_longest_side < 1:
+            raise ValueError(f"ReadOptions.reduced_longest_side must be ≥ 1, not {self.reduced_longest_side!r}")
         if self.voi not in ("none", "lut", "window"):
             raise ValueError(f"ReadOptions.voi must be 'none', 'lut' or 'window', not {self.voi!r}")
         if self.colour not in ("rgb", "luminance"):
@@ -781,7 +789,10 @@ def _read_instance(path: PathLike, options: ReadOptions) -> tuple[np.ndarray, py
     if stored is None:
         if not any(tag in ds for tag in PIXEL_TAGS):
             raise DicomReadError(DicomErrorKind.NO_PIXEL_DATA, path, "no Pixel Data element")
-        stored = _decode(ds, path)
+        if options.reduced_longest_side is not None:  # None: another syntax, or a codestream that refused
+            stored = decode_reduced(ds, options.reduced_longest_side)
+        if stored is None:
+            stored = _decode(ds, path)
         for tag in PIXEL_TAGS:  # the dataset goes on to metadata and geometry; free the encoded bytes
             if tag in ds:
                 del ds[tag]
@@ -849,6 +860,8 @@ def _load(path: PathLike, options: ReadOptions, with_affine: bool) -> DicomImage
         image = DicomImage(array, safe_meta(ds), str(path), rgb=photometric not in _GREY and options.colour == "rgb")
         if with_affine:
             image.affine = instance_affine(ds, image.spatial_shape)
+        if options.reduced_longest_side is not None:
+            _rescale_geometry(image, (int(ds.Rows), int(ds.Columns)))
         return image
     except (DicomReadError, MemoryError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
@@ -857,6 +870,20 @@ def _load(path: PathLike, options: ReadOptions, with_affine: bool) -> DicomImage
         # Rust decoder's panic arrives as pyo3's PanicException, which derives from it (pylibjpeg-rle on an RLE
         # file whose Columns lie, issue 21).
         raise DicomReadError(DicomErrorKind.DECODE_ERROR, path, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _rescale_geometry(image: DicomImage, stored_shape: tuple[int, int]) -> None:
+    """After a reduced decode, spacing and affine describe the smaller grid (the same anatomy, bigger pixels)."""
+    shape = image.spatial_shape
+    if len(shape) != 2 or tuple(shape) == stored_shape:
+        return
+    factors = (stored_shape[0] / shape[0], stored_shape[1] / shape[1])
+    row, col = image.meta["spacing"]
+    image.meta["spacing"] = (row * factors[0], col * factors[1])
+    if image.affine is not None:
+        image.affine = image.affine.copy()
+        image.affine[:, 0] *= factors[0]  # column 0 steps along rows (index i), column 1 along columns (j)
+        image.affine[:, 1] *= factors[1]
 
 
 def read_image(path: PathLike, options: ReadOptions = DEFAULT_OPTIONS) -> tuple[np.ndarray, dict[str, Any]]:
