@@ -17,6 +17,7 @@ from typing import Any
 from jsonargparse import ActionYesNo, ArgumentParser, lazy_instance
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from medres.cli_labels import SYNTH_LAYOUTS, labels_main
 from medres.data.datamodule import DicomDataModule
 from medres.scoring.prediction_writer import DetectionPredictionWriter
 from medres.scoring.studies import Aggregation
@@ -449,8 +450,13 @@ def _synth(args: Sequence[str]) -> None:
     ct = ArgumentParser(exit_on_error=False)
     ct.add_function_arguments(synth_ct_command)
     subcommands.add_subcommand("ct", ct, help="Chest CT series (HU, real geometry) with lung masses and effusions.")
+    for name, (function, help_text) in SYNTH_LAYOUTS.items():
+        layout = ArgumentParser(exit_on_error=False)
+        layout.add_function_arguments(function)
+        subcommands.add_subcommand(name, layout, help=help_text)
     config = parser.parse_args(list(args))
-    command = synth_ct_command if config.kind == "ct" else synth_chest_xray_command
+    commands: dict[str, Callable[..., None]] = {"ct": synth_ct_command, "chest-xray": synth_chest_xray_command}
+    command = commands[config.kind] if config.kind in commands else SYNTH_LAYOUTS[config.kind][0]
     command(**config[config.kind].as_dict())
 
 
@@ -501,6 +507,7 @@ def _qc(args: Sequence[str]) -> None:
 
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "synth": _synth,
+    "labels": labels_main,
     "index": _index,
     "qc": _qc,
     "score": _function_command(score_command, "medres score"),
@@ -519,6 +526,8 @@ commands:
   fit | validate | test | predict   Lightning trainer commands (--config FILE ..., --print_config, --help)
   synth chest-xray                  write a synthetic chest X-ray archive
   synth ct                          write a synthetic chest CT archive (series)
+  synth rsna-pneumonia | vindr-cxr  write a synthetic archive in a public release's layout, true boxes included
+  labels import FORMAT SRC --out DIR   convert a public release's labels (rsna-pneumonia, vindr-cxr) to boxes
   index ARCHIVE --out FILE          header-only manifest of an archive (streaming, resumable)
   qc MANIFEST_OR_ARCHIVE [--out F]  per-series report of what would fail in training or scoring
   score --model M --input DIR --output DIR    score every file under DIR (resumable; --devices 2 --strategy ddp)

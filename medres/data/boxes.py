@@ -229,8 +229,9 @@ class MergeRule:
     Boxes of the same finding that overlap at IoU >= ``iou`` (directly or through a chain) form one
     cluster, fused into the coordinate-wise mean of its boxes; a cluster is kept if at least
     ``min(min_readers, readers of that image)`` distinct readers drew a box in it. ``union`` is
-    ``min_readers=1``: every cluster is kept. Capping by the image's readers keeps images read once
-    (VinDr-CXR's test set, a single-reader site) from losing every box to the consensus rule.
+    ``min_readers=1``: every cluster is kept. An image read by one reader keeps its boxes as drawn. Capping
+    by the image's readers keeps images read once (VinDr-CXR's test set, a single-reader site) from losing
+    every box to the consensus rule.
 
     Attributes:
         kind: ``union`` or ``consensus``.
@@ -274,6 +275,11 @@ def merge_readers(labels: BoxLabels, rule: MergeRule | None = None) -> BoxLabels
         need = min(rule.required, readers)
         kept = 0
         boxed = image[image[FINDING] != ""]
+        if readers == 1:
+            # One reader's boxes are that reader's distinct lesions, even where they overlap: kept as drawn.
+            out.extend((key_value, SINGLE_READER, *row) for row in boxed[[FINDING, *corners]].itertuples(index=False))
+            kept = len(boxed)
+            boxed = boxed.iloc[:0]
         for finding, group in boxed.groupby(FINDING, sort=True):
             coords = group[corners].to_numpy(np.float64)
             for members in _clusters(coords, rule.iou):

@@ -156,3 +156,9 @@ def test_sop_instance_keyed_labels_join(tmp_path: Path) -> None:
     labels_csv = write_image_labels(read_box_csv(csv), tmp_path / "labels.csv")
     manifest = pd.DataFrame({"path": ["x", "y"], "SOPInstanceUID": ["1.2", "1.1"]})
     assert join_labels(manifest, labels_csv)["o"].tolist() == [0.0, 1.0]
+
+
+def test_one_readers_overlapping_boxes_stay_apart(tmp_path: Path) -> None:
+    csv = _write(tmp_path / "b.csv", "path,finding,x_min,y_min,x_max,y_max\na,o,0,0,10,10\na,o,1,1,11,11\n")
+    merged = merge_readers(read_box_csv(csv), MergeRule("union", iou=0.1))
+    np.testing.assert_array_equal(merged.boxes("a"), [[0, 0, 10, 10], [1, 1, 11, 11]])
