@@ -183,10 +183,14 @@ class LesionDetection(pl.LightningModule):
         was_training = self.detector.training
         self.detector.eval()
         try:
-            outputs = self.detector(images, use_inferer=False)
+            # Detections (after NMS) carry no gradient; without no_grad MONAI's box selector deep-copies graph tensors.
+            with torch.no_grad():
+                outputs = self.detector(images, use_inferer=False)
         finally:
             self.detector.train(was_training)
-        return outputs  # type: ignore[return-value]
+        if not isinstance(outputs, list):
+            raise TypeError("RetinaNetDetector returned losses in eval mode")
+        return outputs
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Classification (focal) plus box-regression loss of the detector."""
