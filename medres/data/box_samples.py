@@ -43,19 +43,17 @@ def box_samples(root: Path, manifest: pd.DataFrame, labels: BoxLabels, findings:
     boxed = frame[frame[FINDING].isin(index)]
     by_key = {key: group for key, group in boxed.groupby(labels.key, sort=False)}
     samples = []
-    for row in manifest.itertuples(index=False):
-        key = getattr(row, labels.key)
+    for key, relative in zip(manifest[labels.key], manifest["path"], strict=True):
         if key not in listed:
             continue
         group = by_key.get(key)
-        if group is None:
-            boxes, classes = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-        else:
+        boxes: np.ndarray = np.zeros((0, 4), np.float32)
+        classes: np.ndarray = np.zeros(0, np.int64)
+        if group is not None:
             boxes = group[list(labels.corners)].to_numpy(np.float32)
             classes = group[FINDING].map(index).to_numpy(np.int64)
-        samples.append(
-            {IMAGE_KEY: str(Path(root) / row.path), BOX_KEY: boxes, BOX_LABEL_KEY: classes, "path": row.path}
-        )
+        path = str(relative)
+        samples.append({IMAGE_KEY: str(Path(root) / path), BOX_KEY: boxes, BOX_LABEL_KEY: classes, "path": path})
     return samples
 
 
