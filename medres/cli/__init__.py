@@ -12,7 +12,7 @@ import sys
 from argparse import ArgumentError
 from collections.abc import Callable, Sequence
 
-from medres.cli import archive, experiments, registry, scoring
+from medres.cli import archive, experiments, labels, registry, scoring
 from medres.cli.parsing import dataclass_command, function_command
 from medres.cli.trainer import TRAINER_SUBCOMMANDS, MedresCLI, run_trainer_cli
 from medres.tracking.defaults import disable_telemetry
@@ -22,6 +22,7 @@ __all__ = ["COMMANDS", "MedresCLI", "main"]
 
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "synth": archive.synth,
+    "labels": labels.labels_main,
     "index": archive.index,
     "qc": archive.qc,
     "score": function_command(scoring.score_command, "medres score"),
@@ -40,6 +41,8 @@ commands:
   fit | validate | test | predict   Lightning trainer commands (--config FILE ..., --print_config, --help)
   synth chest-xray                  write a synthetic chest X-ray archive
   synth ct                          write a synthetic chest CT archive (series)
+  synth rsna-pneumonia | vindr-cxr  write a synthetic archive in a public release's layout, true boxes included
+  labels import FORMAT SRC --out DIR   convert a public release's labels (rsna-pneumonia, vindr-cxr) to boxes
   index ARCHIVE --out FILE          header-only manifest of an archive (streaming, resumable)
   qc MANIFEST_OR_ARCHIVE [--out F]  per-series report of what would fail in training or scoring
   score --model M --input DIR --output DIR    score every file under DIR (resumable; --devices 2 --strategy ddp)

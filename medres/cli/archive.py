@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jsonargparse import ActionYesNo, ArgumentParser
+
+from medres.cli.labels import SYNTH_LAYOUTS
 
 
 def synth_chest_xray_command(out: Path, patients: int = 150, seed: int = 0, image_size: int = 320) -> None:
@@ -105,8 +107,13 @@ def synth(args: Sequence[str]) -> None:
     ct = ArgumentParser(exit_on_error=False)
     ct.add_function_arguments(synth_ct_command)
     subcommands.add_subcommand("ct", ct, help="Chest CT series (HU, real geometry) with lung masses and effusions.")
+    for name, (function, help_text) in SYNTH_LAYOUTS.items():
+        layout = ArgumentParser(exit_on_error=False)
+        layout.add_function_arguments(function)
+        subcommands.add_subcommand(name, layout, help=help_text)
     config = parser.parse_args(list(args))
-    command = synth_ct_command if config.kind == "ct" else synth_chest_xray_command
+    commands: dict[str, Callable[..., None]] = {"ct": synth_ct_command, "chest-xray": synth_chest_xray_command}
+    command = commands[config.kind] if config.kind in commands else SYNTH_LAYOUTS[config.kind][0]
     command(**config[config.kind].as_dict())
 
 

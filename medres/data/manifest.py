@@ -660,8 +660,8 @@ def _parse_label(raw: str) -> float | None:
 def join_labels(manifest: pd.DataFrame, labels_csv: Path, findings: Sequence[str] | None = None) -> pd.DataFrame:
     """Attach per-finding labels to manifest rows.
 
-    The CSV is keyed by ``path`` if it has that column (instance-level labels; ``StudyInstanceUID`` is
-    then not a finding), else by ``StudyInstanceUID``. Values: 1 positive, 0 negative, blank unknown
+    The CSV is keyed by the first of ``path``, ``SOPInstanceUID``, ``SeriesInstanceUID`` and
+    ``StudyInstanceUID`` it has (no key column is ever a finding). Values: 1 positive, 0 negative, blank unknown
     (NaN: masked out of loss/metrics), -1 uncertain (kept as -1.0; the uncertainty policy is config).
     ``1.0``/``0.0``/``-1.0`` spellings are accepted too.
 
@@ -685,12 +685,13 @@ def join_labels(manifest: pd.DataFrame, labels_csv: Path, findings: Sequence[str
     """
     labels_csv = Path(labels_csv)
     labels = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
-    key = "path" if "path" in labels.columns else "StudyInstanceUID"
+    # Image- and series-level keys come from labels derived from boxes (medres.data.boxes.image_labels).
+    key_columns = ("path", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+    key = next((k for k in key_columns if k in labels.columns), "StudyInstanceUID")
     if key not in labels.columns:
-        raise ValueError(f"{labels_csv}: no key column: need 'StudyInstanceUID' or 'path'")
+        raise ValueError(f"{labels_csv}: no key column: need one of {list(key_columns)}")
     if key not in manifest.columns:
         raise ValueError(f"{labels_csv}: key column {key!r} is not a manifest column")
-    key_columns = {"path", "StudyInstanceUID"}
     available = [c for c in labels.columns if c not in key_columns]
     if findings is None:
         findings = available

@@ -190,25 +190,35 @@ class Augmentation2D:
 
     def build(self) -> A.Compose:
         """The albumentations pipeline these settings describe."""
-        return A.Compose(
-            [
-                A.Affine(
-                    scale=(1.0 - self.scale, 1.0 + self.scale),
-                    translate_percent=(-self.translate, self.translate),
-                    rotate=(-self.rotate_degrees, self.rotate_degrees),
-                    border_mode=0,
-                    fill=0,
-                    p=self.probability,
-                ),
-                A.RandomBrightnessContrast(
-                    brightness_limit=self.brightness, contrast_limit=self.contrast, p=0.5 if self.brightness else 0.0
-                ),
-                A.RandomGamma(
-                    gamma_limit=(100 * (1.0 - self.gamma), 100 * (1.0 + self.gamma)), p=0.5 if self.gamma else 0.0
-                ),
-                A.HorizontalFlip(p=self.horizontal_flip),
-            ]
-        )
+        return A.Compose(self._steps())
+
+    def build_with_boxes(self, min_visibility: float = 0.3) -> A.Compose:
+        """The same pipeline moving ``pascal_voc`` boxes (labels under ``labels``) with the image.
+
+        Args:
+            min_visibility: A box keeping less of its area inside the image than this is dropped.
+        """
+        params = A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=min_visibility)
+        return A.Compose(self._steps(), bbox_params=params)
+
+    def _steps(self) -> list[A.BasicTransform]:
+        return [
+            A.Affine(
+                scale=(1.0 - self.scale, 1.0 + self.scale),
+                translate_percent=(-self.translate, self.translate),
+                rotate=(-self.rotate_degrees, self.rotate_degrees),
+                border_mode=0,
+                fill=0,
+                p=self.probability,
+            ),
+            A.RandomBrightnessContrast(
+                brightness_limit=self.brightness, contrast_limit=self.contrast, p=0.5 if self.brightness else 0.0
+            ),
+            A.RandomGamma(
+                gamma_limit=(100 * (1.0 - self.gamma), 100 * (1.0 + self.gamma)), p=0.5 if self.gamma else 0.0
+            ),
+            A.HorizontalFlip(p=self.horizontal_flip),
+        ]
 
 
 class Albumentationsd(Randomizable, MapTransform):

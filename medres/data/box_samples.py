@@ -1,0 +1,70 @@
+"""Detection samples: manifest rows joined to their (merged) boxes, and the batch collation the detector reads.
+
+A sample is ``{"image": <absolute path>, "boxes": (N, 4) float32 stored-pixel edges (column, row),
+"box_labels": (N,) int64 finding indices, "path": <relative path>}``; :mod:`medres.data.box_transforms`
+turns it into network input. Images the box file does not list are unknown and get no sample; listed
+images without a box are negatives with ``N = 0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medres.data.box_transforms import BOX_KEY, BOX_LABEL_KEY
+from medres.data.boxes import FINDING, BoxLabels
+from medres.data.transforms import IMAGE_KEY
+
+
+def box_samples(root: Path, manifest: pd.DataFrame, labels: BoxLabels, findings: Sequence[str]) -> list[dict[str, Any]]:
+    """One detection sample per manifest row whose key the (merged) box labels list.
+
+    Args:
+        root: Archive root the manifest's relative paths start from.
+        manifest: Manifest rows (``path`` and the key column).
+        labels: Boxes, readers already merged (:func:`medres.data.boxes.merge_readers`).
+        findings: Finding names in label-index order; boxes of other findings are left out.
+
+    Raises:
+        ValueError: 3D (series-keyed) boxes, or a key column the manifest lacks.
+    """
+    if labels.spatial_dims != 2:
+        raise ValueError(f"{labels.source}: series-keyed (3D) boxes are not supported by detection samples yet")
+    if labels.key not in manifest.columns:
+        raise ValueError(f"{labels.source}: key column {labels.key!r} is not a manifest column")
+    index = {finding: i for i, finding in enumerate(findings)}
+    frame = labels.frame
+    listed = set(frame[labels.key])
+    boxed = frame[frame[FINDING].isin(index)]
+    by_key = {key: group for key, group in boxed.groupby(labels.key, sort=False)}
+    samples = []
+    for key, relative in zip(manifest[labels.key], manifest["path"], strict=True):
+        if key not in listed:
+            continue
+        group = by_key.get(key)
+        boxes: np.ndarray = np.zeros((0, 4), np.float32)
+        classes: np.ndarray = np.zeros(0, np.int64)
+        if group is not None:
+            boxes = group[list(labels.corners)].to_numpy(np.float32)
+            classes = group[FINDING].map(index).to_numpy(np.int64)
+        path = str(relative)
+        samples.append({IMAGE_KEY: str(Path(root) / path), BOX_KEY: boxes, BOX_LABEL_KEY: classes, "path": path})
+    return samples
+
+
+def collate_boxes(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack images; keep boxes, labels and every other key as per-sample lists (their lengths differ)."""
+    out: dict[str, Any] = {IMAGE_KEY: torch.stack([torch.as_tensor(s[IMAGE_KEY]) for s in batch])}
+    for key in batch[0]:
+        if key == IMAGE_KEY:
+            continue
+        values = [s[key] for s in batch]
+        if key in (BOX_KEY, BOX_LABEL_KEY):
+            values = [torch.as_tensor(v) for v in values]
+        out[key] = values
+    return out
