@@ -22,6 +22,7 @@ from medres.scoring.prediction_writer import DetectionPredictionWriter
 from medres.scoring.studies import Aggregation
 from medres.tasks.checkpointing import Checkpoint
 from medres.tasks.detection import MLFLOW_RUN_KEY, MultiLabelDetection
+from medres.tasks.lightning_tips import silence_lightning_tips
 from medres.tracking.config_logging import MLflowSaveConfig
 from medres.tracking.defaults import disable_telemetry
 from medres.tracking.evaluate import HeldOutData
@@ -543,6 +544,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # INFO for medres's own messages only: codec libraries log every tile at INFO.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("medres").setLevel(logging.INFO)
+    silence_lightning_tips()  # no invitations to a cloud service in a tool that runs next to patient data
     if not args or args[0] in ("-h", "--help"):
         print(USAGE, end="")
         return
