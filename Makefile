@@ -1,21 +1,47 @@
 # The two set-up commands of the README: `make demo` and `make test`. Both create .venv on first use.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= demo
 # torch first, pinned: the machines carry this CPU build, and without it pip would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
+# Every install takes its versions from the lock (issue 21: a fresh clone must get what CI tested).
+CONSTRAINTS ?= constraints.txt
+# The extras installed into .venv, e.g. `make test EXTRAS=dev,ray,spark`.
+EXTRAS ?= dev
+LATEST_VENV ?= .venv-latest
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup demo test test-fast lint clean lock test-latest
 
-$(BIN)/medres: pyproject.toml
+$(BIN)/medres: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	touch $@
 
 setup: $(BIN)/medres
+
+# Re-resolve the newest releases within pyproject's ranges (every extra) and rewrite $(CONSTRAINTS);
+# commit it once `make test` passes with it. SKIP_EXTRAS=a,b leaves out extras this machine cannot install.
+lock:
+	$(PYTHON) .ci/lock.py --torch "$(TORCH_SPEC)" --out $(CONSTRAINTS) $(if $(SKIP_EXTRAS),--skip-extras $(SKIP_EXTRAS))
+
+# The tests against the newest releases, in a venv of their own without the lock: an early warning of
+# what the next `make lock` will bring. Prints the versions that differ from the lock first.
+test-latest:
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(LATEST_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[$(EXTRAS)]"
+	$(LATEST_VENV)/bin/python -m pip freeze --all --exclude-editable | sed 's/+[A-Za-z0-9.]*$$//' | sort -f \
+		| diff <(grep -v '^#' $(CONSTRAINTS) | sort -f) - | grep '^[<>]' || echo "(no version differs from $(CONSTRAINTS))"
+	$(LATEST_VENV)/bin/ruff check .
+	$(LATEST_VENV)/bin/ruff format --check .
+	$(LATEST_VENV)/bin/mypy
+	$(LATEST_VENV)/bin/pytest
 
 # Synthetic archive → fit (CPU profile, MLflow in $(DEMO)/mlflow.db) → score with the registered model.
 demo: setup
@@ -35,4 +61,4 @@ test-fast: lint
 	$(BIN)/pytest -m "not slow"
 
 clean:
-	rm -rf $(VENV) $(DEMO) medres_work mlflow.db mlartifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST_VENV) $(DEMO) medres_work mlflow.db mlartifacts .pytest_cache .mypy_cache .ruff_cache

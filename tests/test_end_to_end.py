@@ -169,6 +169,32 @@ def test_score_every_file_once_and_nothing_identifying(fitted, tiny_archive, pla
     assert find_identifying(secrets, [planted], [], tmp_path / "scan2")
 
 
+# Lightning's cloud-service tips (issue 21, item 6): what a user sees must not invite them to upload anywhere.
+ADVERTS = ("litlogger", "litmodels", "Lightning Experiments", "💡")
+
+
+def test_fit_and_score_print_no_advert(fitted, tiny_archive, tmp_path):
+    scored = medres(
+        "score",
+        "--model",
+        "models:/chest_xray/1",
+        "--input",
+        str(tiny_archive),
+        "--output",
+        str(tmp_path / "preds.parquet"),
+        "--num_workers",
+        "0",
+        cwd=tmp_path,
+        env={"MLFLOW_TRACKING_URI": fitted["uri"]},
+    )
+    assert len(pd.read_parquet(tmp_path / "preds.parquet")) == len(dicom_files(tiny_archive))
+    # The fit did run Lightning (its device lines are there), so the check is on real Trainer output.
+    assert "GPU available" in fitted["logs"]
+    for name, text in (("fit", fitted["logs"]), ("score", scored.stdout + scored.stderr)):
+        shown = [line for line in text.splitlines() if any(word in line for word in ADVERTS)]
+        assert shown == [], f"medres {name} printed: {shown}"
+
+
 def test_same_seed_same_split_and_metrics(tiny_archive, fitted, tmp_path):
     fit(tiny_archive, tmp_path, env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'again.db'}"})
     first = next((fitted["work"] / "medres_work").glob("*/splits.csv")).read_text()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from medres.cli import archive, experiments, labels, registry, scoring
 from medres.cli.parsing import dataclass_command, function_command
 from medres.cli.trainer import TRAINER_SUBCOMMANDS, MedresCLI, run_trainer_cli
+from medres.tasks.lightning_tips import silence_lightning_tips
 from medres.tracking.defaults import disable_telemetry
 
 __all__ = ["COMMANDS", "MedresCLI", "main"]
@@ -67,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # INFO for medres's own messages only: codec libraries log every tile at INFO.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("medres").setLevel(logging.INFO)
+    silence_lightning_tips()  # no invitations to a cloud service in a tool that runs next to patient data
     if not os.environ.get("MEDRES_DEBUG"):
         # pydicom logs a traceback for every decoding plugin that fails on a damaged file; that failure is the
         # file's ledger row already (one line), so a hostile archive would bury the terminal in them (issue 21).

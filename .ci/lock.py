@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Refresh constraints.txt: the exact version of every package a medres install brings, every extra included.
+
+Usage (what ``make lock`` runs)::
+
+    python3 .ci/lock.py [--torch "torch==2.13.0"] [--skip-extras gpu,...] [--out constraints.txt]
+
+It installs into a throw-away venv exactly as ``make setup`` does (pip, then the pinned torch build, then
+``-e .[every extra in pyproject.toml]``) but with no constraints, so pip resolves the newest releases that
+fit pyproject's ranges; ``pip check`` must pass; the venv's ``pip freeze`` becomes the constraints file.
+A constraints file (``pip install -c``) rather than a requirements file: it pins versions without
+installing anything, so ``make setup`` with ``.[dev]`` installs only dev's packages, each at the locked
+version, and the same file serves any combination of extras. Extras are read from pyproject, so after
+someone adds an extra or a dependency, rerunning this picks it up; ``--skip-extras`` leaves out an extra
+that cannot be installed on the machine doing the refresh (the lock must stay installable on CPU-only CI).
+
+Why not pip-tools or uv: both would be one more tool to install and keep compatible with pip, and
+neither resolves better than installing for real on the CI platform, which is what this does. The lock
+is for CPython 3.11 on Linux x86-64 (the CI platform): rerun it there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# PEP 440: a pin without a local label ("torch==2.13.0") also matches local builds ("2.13.0+cpu", a CUDA
+# build from PyPI is plain "2.13.0"), so the lock does not force the CPU wheel on a GPU machine.
+_LOCAL_LABEL = re.compile(r"\+[A-Za-z0-9.]+$")
+
+
+def extras_of(pyproject: Path, skip: set[str]) -> list[str]:
+    """Every optional-dependency group of the project, minus the skipped ones (unknown names are an error)."""
+    declared = tomllib.loads(pyproject.read_text())["project"].get("optional-dependencies", {})
+    unknown = skip - set(declared)
+    if unknown:
+        raise SystemExit(f"lock: --skip-extras names no extra of {pyproject.name}: {sorted(unknown)}")
+    return [name for name in declared if name not in skip]
+
+
+def pip(python: Path, *args: str) -> str:
+    """Run pip in the given interpreter; its output, or exit with pip's message."""
+    result = subprocess.run([str(python), "-m", "pip", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"lock: pip {' '.join(args)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def freeze(python: Path) -> list[str]:
+    """``name==version`` for every distribution in the venv (pip and setuptools too), the project excluded."""
+    lines = pip(python, "freeze", "--all", "--exclude-editable").splitlines()
+    pins = []
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        if "==" not in line:  # a direct URL or path install has no version to pin
+            raise SystemExit(f"lock: cannot pin {line!r}: install it from an index or a wheel folder")
+        name, version = line.split("==", 1)
+        pins.append(f"{name}=={_LOCAL_LABEL.sub('', version)}")
+    return sorted(pins, key=str.lower)
+
+
+def main() -> None:
+    """Build the throw-away venv, check it, write the constraints file."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--torch", default="torch==2.13.0", help="the torch build installed first, as make does")
+    parser.add_argument("--skip-extras", default="", help="comma-separated extras to leave out of the lock")
+    parser.add_argument("--out", type=Path, default=REPO / "constraints.txt")
+    args = parser.parse_args()
+    extras = extras_of(REPO / "pyproject.toml", {e for e in args.skip_extras.split(",") if e})
+    target = f"{REPO}[{','.join(extras)}]" if extras else str(REPO)
+
+    with tempfile.TemporaryDirectory(prefix="medres-lock-") as scratch:
+        env_dir = Path(scratch) / "venv"
+        venv.create(env_dir, with_pip=True)
+        python = env_dir / "bin" / "python"
+        print(f"lock: resolving {args.torch} + medres[{','.join(extras)}] in {env_dir}", file=sys.stderr)
+        pip(python, "install", "--quiet", "--upgrade", "pip", "setuptools", "wheel")
+        pip(python, "install", "--quiet", args.torch)
+        pip(python, "install", "--quiet", "-e", target)
+        pip(python, "check")
+        pins = freeze(python)
+        version = subprocess.run(
+            [str(python), "-c", "import platform; print(platform.python_version(), platform.machine())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    header = [
+        "# Exact versions for every medres install (make setup, .ci/run): pip install -c constraints.txt ...",
+        "# Generated by `make lock` (.ci/lock.py) with CPython "
+        f"{version}, {args.torch} first, extras: {','.join(extras) or 'none'}.",
+        "# Do not edit by hand: change pyproject.toml and rerun `make lock`; `make test-latest` tries newer releases.",
+    ]
+    args.out.write_text("\n".join([*header, *pins]) + "\n")
+    print(f"lock: wrote {len(pins)} pins to {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
