@@ -132,3 +132,41 @@ def test_kill_9_of_the_driver_then_rerun_scores_every_file_once(job, tmp_path):
     done = run_score(*args, timeout=400)
     assert f"({resumed} resumed)" in done.stdout, done.stdout
     assert_same_job(output, reference, FILES)
+
+
+def test_ray_scores_3d_series_like_single_process(cluster, tmp_path):
+    """A 3D package: the driver plans the series up front, slices of planned series go through the same pipeline."""
+    import pandas as pd
+
+    from medres.scoring import score_archive
+    from medres.scoring.engines.ray import score_archive_ray
+
+    from .ct_series import uid, write_series
+    from .ct_series import write_checkpoint as write_ct_checkpoint
+
+    root = tmp_path / "ct"
+    write_series(root / "a" / "s1", study=uid(), seed=1)
+    write_series(root / "b" / "s2", study=uid(), seed=2, geometry=False)  # every file to the ledger
+    write_series(root / "c" / "s3", study=uid(), seed=3)
+    (root / "junk.dcm").write_bytes(b"not a DICOM file\n" * 20)
+    model, _ = write_ct_checkpoint(tmp_path / "ct3d.ckpt")
+    settings = {"batch_size": 1, "chunk_files": 1, "progress": False}
+    expected = score_archive(str(model), root, tmp_path / "single" / "preds.parquet", num_workers=0, **settings)
+    got = score_archive_ray(str(model), root, tmp_path / "ray" / "preds.parquet", **settings)
+    assert (got.predictions, got.scored_files, got.errors) == (
+        expected.predictions,
+        expected.scored_files,
+        expected.errors,
+    )
+    for table in ("preds.parquet", "preds.errors.parquet"):
+        ours = pd.read_parquet(tmp_path / "ray" / table).sort_values("path").reset_index(drop=True)
+        theirs = pd.read_parquet(tmp_path / "single" / table).sort_values("path").reset_index(drop=True)
+        pd.testing.assert_frame_equal(ours, theirs, check_exact=False, atol=1e-6, rtol=0)
+    assert got.predictions == 2 and got.series
+
+
+def test_engine_ray_refuses_rank_settings(tmp_path):
+    from medres.cli import score_command
+
+    with pytest.raises(ValueError, match="--engine ray sizes itself"):
+        score_command("m.ckpt", str(tmp_path), tmp_path / "p.parquet", engine="ray", devices=2, strategy="ddp")
