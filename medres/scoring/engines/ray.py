@@ -26,7 +26,8 @@ Backpressure
     budget per operator), and the driver hands it the archive a window of ``window_chunks`` chunks at a time
     (default: 4 per actor, at least 8), so neither the object store nor the driver holds more than a window of
     the archive however large it grows. A window's pool is started when the window starts (the model is loaded
-    once per actor per window; at 512 files a chunk that is once per thousands of files).
+    once per actor per window; at 512 files a chunk that is once per thousands of files). The start costs seconds
+    (about 10 s a window on a busy 2-core machine with a tiny model), which is why windows are many chunks long.
 
 Shared storage
     Workers read the input files, and the driver writes the outputs: the input folder must be mounted at the same
