@@ -17,7 +17,7 @@ from .bulk import write_bulk_archive, write_checkpoint
 
 # A few hundred files keep CI in seconds; benchmarks/engine_ray.py and MEDRES_ENGINE_TEST_FILES=2000 run the
 # acceptance size (the same tests, the same assertions).
-FILES = int(os.environ.get("MEDRES_ENGINE_TEST_FILES", "240"))
+FILES = int(os.environ.get("MEDRES_ENGINE_TEST_FILES", "160"))
 CHUNK_FILES = 16
 BATCH_SIZE = 8
 

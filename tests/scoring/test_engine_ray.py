@@ -53,7 +53,7 @@ def test_ray_equals_single_process(job, cluster, tmp_path):
     archive, model, reference = job
     output = tmp_path / "preds.parquet"
     summary = score_archive_ray(
-        str(model), archive, output, batch_size=BATCH_SIZE, chunk_files=CHUNK_FILES, progress=False, window_chunks=4
+        str(model), archive, output, batch_size=BATCH_SIZE, chunk_files=CHUNK_FILES, progress=False, window_chunks=5
     )
     assert summary.files == FILES and summary.resumed == 0
     assert_same_job(output, reference, FILES)
