@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from medres.scoring.studies import Aggregation
 
@@ -27,6 +27,10 @@ def score_command(
     log_mlflow: bool | None = None,
     tracking_uri: str | None = None,
     progress: bool = True,
+    engine: Literal["lightning", "ray"] = "lightning",
+    ray_address: str | None = None,
+    num_gpus: float = 0,
+    concurrency: int | None = None,
 ) -> None:
     """Score every file under a folder with a registered model or a checkpoint; rerun the same command to resume.
 
@@ -52,6 +56,11 @@ def score_command(
         log_mlflow: Log a medres-scoring run (default: when a tracking store is named or the model is registered).
         tracking_uri: Registry and tracking store (default MLFLOW_TRACKING_URI or ./mlflow.db).
         progress: Show a progress bar with rate and ETA.
+        engine: lightning (this machine, or DDP ranks with --strategy ddp) or ray (a Ray cluster through Ray Data:
+            decoding as CPU tasks, the network in an actor pool; needs medres[ray]).
+        ray_address: --engine ray: cluster to join (auto: the one this node belongs to); default a local one.
+        num_gpus: --engine ray: GPUs for the network's actor pool (0: CPU actors).
+        concurrency: --engine ray: actors in the pool (default: --num_gpus, at least 1).
     """
     from medres.scoring.dicomweb import DicomWebScoreSummary, is_dicomweb_url, score_dicomweb
     from medres.scoring.score import score_archive
@@ -75,7 +84,28 @@ def score_command(
         log_mlflow=log_mlflow,
     )
     summary: ScoreSummary | DicomWebScoreSummary
-    if is_dicomweb_url(input):  # a str, not a Path: Path would fold the URL's "//"
+    if engine == "ray":
+        if is_dicomweb_url(input):
+            raise ValueError("--engine ray scores a folder; mirror a DICOMweb query with the default engine")
+        if devices != 1 or strategy != "auto" or num_nodes != 1 or compile:
+            raise ValueError(
+                "--engine ray sizes itself with --num_gpus/--concurrency; leave --devices, --strategy, "
+                "--num_nodes and --compile at their defaults"
+            )
+        from medres.scoring.engines.ray import score_archive_ray
+
+        ray_options = {k: options[k] for k in ("batch_size", "precision", "tracking_uri", "progress", "manifest")}
+        ray_options |= {k: options[k] for k in ("chunk_files", "aggregation", "resume", "log_mlflow")}
+        summary = score_archive_ray(
+            model,
+            Path(input),
+            output,
+            **ray_options,
+            ray_address=ray_address,
+            num_gpus=num_gpus,
+            concurrency=concurrency,
+        )
+    elif is_dicomweb_url(input):  # a str, not a Path: Path would fold the URL's "//"
         summary = score_dicomweb(model, input, output, **options)
     else:
         summary = score_archive(model, Path(input), output, **options)

@@ -189,7 +189,7 @@ class _ChunkWriter(BasePredictionWriter):
             self.bar.close()
 
 
-def _inside(root: Path, paths: list[Path]) -> list[str]:
+def outputs_inside(root: Path, paths: list[Path]) -> list[str]:
     """Relative paths of this job's outputs that lie under ``root`` (never scored as inputs)."""
     base = root.resolve()
     return [p.resolve().relative_to(base).as_posix() for p in paths if p.resolve().is_relative_to(base)]
@@ -280,15 +280,15 @@ def score_archive(
         ValueError: a bad setting, or ``output`` holds another job (see :class:`~medres.scoring.job.ScoringJob`).
     """
     started = time.perf_counter()
-    _check_arguments(input_dir, manifest, chunk_files, batch_size, aggregation)
+    check_arguments(input_dir, manifest, chunk_files, batch_size, aggregation)
     resolved = load_model(model, tracking_uri=tracking_uri)
     package = resolved.package
     spatial_dims = package.preprocessing.spatial_dims
     if manifest is not None and spatial_dims == 3:
         raise ValueError(f"--manifest {manifest}: a 3D package plans series from the folder; leave --manifest out")
-    job = _open_job(output, input_dir, manifest, resolved, chunk_files, resume)
-    exclude = _inside(input_dir, [output, job.errors, job.studies])
-    chunks = _chunk_source(input_dir, manifest, exclude, package, chunk_files, num_workers, progress)
+    job = open_job(output, input_dir, manifest, resolved, chunk_files, resume)
+    exclude = outputs_inside(input_dir, [output, job.errors, job.studies])
+    chunks = chunk_source(input_dir, manifest, exclude, package, chunk_files, num_workers, progress)
     stream = ChunkStream(
         input_dir, chunks, job, spatial_dims, package.selection, package.preprocessing, batch_size=batch_size
     )
@@ -299,10 +299,10 @@ def score_archive(
     devices_spec = _Devices(accelerator, devices, num_nodes, strategy, precision)
     trainer = _predict(stream, writer, package, num_workers, devices_spec, compile_network)
     _barrier(trainer)
-    summary = _summarise(job, resolved, trainer.global_rank, started, resumed)
+    summary = summarise(job, resolved, trainer.global_rank, started, resumed)
     if summary.rank == 0:  # every rank's parts are committed; rank 0 finishes the job
-        _write_study_table(job, package, summary, aggregation)
-        if _should_log(log_mlflow, tracking_uri, model):
+        write_study_table(job, package, summary, aggregation)
+        if should_log(log_mlflow, tracking_uri, model):
             params = {"aggregation": aggregation, "chunk_files": str(chunk_files), "spatial_dims": str(spatial_dims)}
             summary.run_id = log_scoring_run(
                 summary, input_dir, package.findings, package.thresholds, params, tracking_uri
@@ -310,8 +310,8 @@ def score_archive(
     return summary
 
 
-# ---- the steps of score_archive ------------------------------------------------------------------
-def _check_arguments(
+# ---- the steps of a scoring job (shared with the Ray engine, medres.scoring.engines.ray) ----------------
+def check_arguments(
     input_dir: Path, manifest: Path | None, chunk_files: int, batch_size: int, aggregation: Aggregation
 ) -> None:
     """Refuse bad settings before anything is loaded, each with one line naming the setting."""
@@ -325,7 +325,7 @@ def _check_arguments(
         raise ValueError(f"--aggregation {aggregation}: expected max or mean")
 
 
-def _open_job(
+def open_job(
     output: Path, input_dir: Path, manifest: Path | None, resolved: ResolvedModel, chunk_files: int, resume: bool
 ) -> ScoringJob:
     """The job in ``output``: a new one, or the interrupted one with the same identity (refused if it differs)."""
@@ -344,7 +344,7 @@ def _open_job(
     return job
 
 
-def _chunk_source(
+def chunk_source(
     input_dir: Path,
     manifest: Path | None,
     exclude: list[str],
@@ -412,7 +412,7 @@ def _predict(
     return trainer
 
 
-def _summarise(job: ScoringJob, resolved: ResolvedModel, rank: int, started: float, resumed: int) -> ScoreSummary:
+def summarise(job: ScoringJob, resolved: ResolvedModel, rank: int, started: float, resumed: int) -> ScoreSummary:
     """The job's counts over all its runs and ranks; refuses a job in which a file is neither scored nor ledgered."""
     records, files = job.totals()
     summary = ScoreSummary(
@@ -436,7 +436,7 @@ def _summarise(job: ScoringJob, resolved: ResolvedModel, rank: int, started: flo
     return summary
 
 
-def _write_study_table(job: ScoringJob, package: ModelPackage, summary: ScoreSummary, aggregation: Aggregation) -> None:
+def write_study_table(job: ScoringJob, package: ModelPackage, summary: ScoreSummary, aggregation: Aggregation) -> None:
     """Tidy the job's parts and write one row per study (rank 0, after every rank committed its chunks)."""
     schema = prediction_schema(package.findings, series=summary.series)
     job.tidy(schema, LEDGER_SCHEMA)
@@ -451,7 +451,7 @@ def _write_study_table(job: ScoringJob, package: ModelPackage, summary: ScoreSum
     summary.studies = len(studies)
 
 
-def _should_log(log_mlflow: bool | None, tracking_uri: str | None, model: str) -> bool:
+def should_log(log_mlflow: bool | None, tracking_uri: str | None, model: str) -> bool:
     """``--log_mlflow`` as given, else: when a store is named or the model came from the registry."""
     if log_mlflow is not None:
         return log_mlflow

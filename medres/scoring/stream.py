@@ -106,10 +106,9 @@ class ChunkStream(IterableDataset[dict[str, Any]]):
         self.job = job
         self.spatial_dims = spatial_dims
         self.selection = selection
-        self.loader = ScoringDataset(root, [], preprocessing)
+        self.loader = SliceLoader(root, selection, preprocessing)
         self.batch_size = batch_size
         self.rank, self.world_size = 0, 1  # set per rank once the strategy knows them (see score.py)
-        self.salt = patient_key_salt()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -136,25 +135,65 @@ class ChunkStream(IterableDataset[dict[str, Any]]):
         self.job.write_walk(n_chunks, n_files)
 
     def _slices(self, chunk: Chunk) -> int:
-        units = len(chunk.samples) if chunk.samples is not None else len(chunk.paths) - len(chunk.settled)
-        return max(1, -(-units // self.batch_size))
+        return chunk_slices(chunk, self.batch_size)
 
     def _batch(self, chunk: Chunk, n: int, slices: int) -> dict[str, Any]:
-        part = slice(n * self.batch_size, (n + 1) * self.batch_size)
-        settled = chunk.settled if n == 0 else ()
-        if chunk.samples is not None:
-            samples, ledger = list(chunk.samples[part]), [dict(row) for row in settled]
+        batch = self.loader.load(slice_of(chunk, n, self.batch_size))
+        return {**batch, **slice_tag(chunk, slices)}
+
+
+def chunk_slices(chunk: Chunk, batch_size: int) -> int:
+    """How many batches (slices of ``batch_size`` files or planned series) the chunk comes as; at least one."""
+    units = len(chunk.samples) if chunk.samples is not None else len(chunk.paths) - len(chunk.settled)
+    return max(1, -(-units // batch_size))
+
+
+def slice_of(chunk: Chunk, n: int, batch_size: int) -> Chunk:
+    """The chunk's ``n``-th slice as a chunk of its own (same index): its files or series; the settled rows on slice 0.
+
+    Cut by position before any header is read, so that any process can cut the same slice from the same chunk.
+    """
+    part = slice(n * batch_size, (n + 1) * batch_size)
+    settled = chunk.settled if n == 0 else ()
+    if chunk.samples is not None:
+        samples = chunk.samples[part]
+        paths = tuple(m["path"] for s in samples for m in s.members) + tuple(str(r["path"]) for r in settled)
+        return Chunk(chunk.index, paths, settled=settled, samples=samples)
+    done = {row["path"] for row in chunk.settled}
+    pending = [p for p in chunk.paths if p not in done]
+    headers = chunk.headers.iloc[part] if chunk.headers is not None else None
+    return Chunk(chunk.index, tuple(pending[part]), headers=headers, settled=settled)
+
+
+def slice_tag(chunk: Chunk, slices: int) -> dict[str, Any]:
+    """What a batch says about its chunk: index, file-list hash, input files and how many batches it comes as."""
+    return {"chunk": chunk.index, "fingerprint": chunk.fingerprint, "chunk_files": len(chunk.paths), "slices": slices}
+
+
+class SliceLoader:
+    """One slice (see :func:`slice_of`) → a batch: headers and selection (2D), then decoding and preprocessing.
+
+    Used by :class:`ChunkStream` in DataLoader workers and by the Ray engine's CPU tasks
+    (:mod:`medres.scoring.engines.ray`), so both engines plan and decode a file the same way.
+
+    Args:
+        root: The input folder.
+        selection: The package's selection rules.
+        preprocessing: The package's preprocessing.
+    """
+
+    def __init__(self, root: Path, selection: SeriesSelection, preprocessing: Preprocessing) -> None:
+        self.root = root
+        self.selection = selection
+        self.dataset = ScoringDataset(root, [], preprocessing)
+        self.salt = patient_key_salt()
+
+    def load(self, piece: Chunk) -> dict[str, Any]:
+        """:func:`medres.scoring.dataset.collate_scoring`'s dict for the slice, its settled rows leading the ledger."""
+        if piece.samples is not None:
+            samples, ledger = list(piece.samples), [dict(row) for row in piece.settled]
         else:
-            pending = [p for p in chunk.paths if p not in {row["path"] for row in chunk.settled}]
-            headers = chunk.headers.iloc[part] if chunk.headers is not None else None
-            piece = Chunk(chunk.index, tuple(pending[part]), headers=headers, settled=settled)
             samples, ledger = plan_instances(self.root, piece, self.selection, self.salt)
-        batch = collate_scoring([self.loader.load(sample) for sample in samples])
+        batch = collate_scoring([self.dataset.load(sample) for sample in samples])
         batch["errors"] = ledger + batch["errors"]
-        tag = {
-            "chunk": chunk.index,
-            "fingerprint": chunk.fingerprint,
-            "chunk_files": len(chunk.paths),
-            "slices": slices,
-        }
-        return {**batch, **tag}
+        return batch
