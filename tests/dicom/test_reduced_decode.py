@@ -200,7 +200,7 @@ def test_decode_policy_is_in_the_contract_the_reader_and_the_cache_key(tmp_path)
     assert Preprocessing.from_dict(reduced.to_dict()) == reduced
     assert reduced.read_options().reduced_longest_side == 64
     assert Preprocessing(spatial_size=(64, 48)).read_options().reduced_longest_side is None
-    assert load_and_normalise(reduced)[0].reader.options.reduced_longest_side == 64  # training and cache fill too
+    assert load_and_normalise(reduced)[0].loader.reader.options.reduced_longest_side == 64  # training, cache fill
     with pytest.raises(ValueError, match="decode='reduced'"):
         Preprocessing(spatial_dims=3, spatial_size=(32, 32, 32), decode="reduced")
     with pytest.raises(ValueError, match="must be 'full' or 'reduced'"):
