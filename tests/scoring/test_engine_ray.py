@@ -166,7 +166,7 @@ def test_ray_scores_3d_series_like_single_process(cluster, tmp_path):
 
 
 def test_engine_ray_refuses_rank_settings(tmp_path):
-    from medres.cli import score_command
+    from medres.cli.scoring import score_command
 
     with pytest.raises(ValueError, match="--engine ray sizes itself"):
         score_command("m.ckpt", str(tmp_path), tmp_path / "p.parquet", engine="ray", devices=2, strategy="ddp")
