@@ -14,14 +14,18 @@ LATEST_VENV ?= .venv-latest
 
 .PHONY: setup demo test test-fast lint clean lock test-latest
 
-$(BIN)/medres: pyproject.toml $(CONSTRAINTS)
-	$(PYTHON) -m venv $(VENV)
+# One stamp per set of extras: `make setup EXTRAS=dev,ray` on an existing .venv installs what it lacks.
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	touch $@
 
-setup: $(BIN)/medres
+setup: $(STAMP)
 
 # Re-resolve the newest releases within pyproject's ranges (every extra) and rewrite $(CONSTRAINTS);
 # commit it once `make test` passes with it. SKIP_EXTRAS=a,b leaves out extras this machine cannot install.
