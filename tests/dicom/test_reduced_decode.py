@@ -122,7 +122,7 @@ def test_reduce_beyond_levels_is_refused_and_never_asked_for():
 def test_reduced_level_is_the_block_mean_of_the_lossless_image():
     stored = _stored(bits=12)
     frame = _pillow_j2k(stored, resolutions=6)
-    array = decode_j2k_reduced(frame, ROWS, COLS, longest_side=140)  # 600 → 150 covers 140 → level 2
+    array = decode_j2k_reduced(frame, ROWS, COLS, longest_side=96)  # 600 → 150 covers 1.5 × 96 → level 2
     assert array.shape == (150, 130) and array.dtype == np.uint16
     block_mean = stored.astype(np.float64).reshape(150, 4, 130, 4).mean(axis=(1, 3))
     # The 5/3 wavelet's low-pass is not a box filter: they differ at edges and in the detector noise, but without bias.
@@ -142,14 +142,14 @@ def test_uncompressed_and_lossless_j2k_copies_give_the_same_tensor(tmp_path):
     """
     plain, j2k = _copies(tmp_path, photometric="MONOCHROME1")
     for decode, tolerances in (("full", (1e-6, 1e-6, 1e-6)), ("reduced", (0.01, 0.1, 0.2))):
-        transform = eval_transforms(Preprocessing(spatial_size=(128, 128), decode=decode))
+        transform = eval_transforms(Preprocessing(spatial_size=(96, 96), decode=decode))
         a, b = (transform({IMAGE_KEY: str(p)})[IMAGE_KEY] for p in (plain, j2k))
-        assert a.shape == b.shape == (1, 128, 128)
+        assert a.shape == b.shape == (1, 96, 96)
         difference = (a - b).abs()
         measured = (float(difference.mean()), float(torch.quantile(difference, 0.99)), float(difference.max()))
         assert all(m <= t for m, t in zip(measured, tolerances, strict=True)), (decode, measured)
-    # The reduced read really was reduced: 600 × 520 → level 2 (150 × 130) still covers 128 × 111.
-    reader = DicomReader(ReadOptions(colour="luminance", reduced_longest_side=128))
+    # The reduced read really was reduced: 600 × 520 → level 2 (150 × 130) still covers 1.5 × (96 × 84).
+    reader = DicomReader(ReadOptions(colour="luminance", reduced_longest_side=96))
     array, meta = reader.get_data(reader.read(str(j2k)))
     assert array.shape == (150, 130)
     assert np.allclose(meta["spacing"], [0.6, 0.6])  # the same anatomy over 4× bigger pixels
@@ -167,7 +167,7 @@ def test_baseline_jpeg_decodes_at_a_dct_scale(tmp_path):
     ds["PixelData"].VR = "OB"
     ds.LossyImageCompression = "01"
     path = _save(ds, tmp_path / "jpeg.dcm")
-    reduced = decode_reduced(pydicom.dcmread(path), longest_side=140)
+    reduced = decode_reduced(pydicom.dcmread(path), longest_side=96)
     assert reduced is not None and reduced.shape == (150, 130)  # the 1/4 DCT scale
     block_mean = stored.astype(np.float64).reshape(150, 4, 130, 4).mean(axis=(1, 3))
     assert np.median(np.abs(reduced - block_mean)) < 3  # 8-bit units
