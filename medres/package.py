@@ -15,6 +15,12 @@ Format versions (``format_version`` in ``package.json``)
        selection (no filtering), which is what it was trained with. 3D preprocessing settings (target
        spacing, HU window, ...) live inside ``preprocessing`` and need no format change: an older
        medres refuses them as unknown preprocessing keys.
+    3. Adds ``detector`` (:class:`medres.models.detector.DetectorSpec`) and ``threshold_fp_rate``: a lesion
+       detector (issue 18). Its weights are the whole RetinaNet (feature pyramid, heads), its ``thresholds``
+       are box-score thresholds chosen on validation at ``threshold_fp_rate`` false positives per image, and
+       its outputs are boxes (2D: stored-pixel edges ``x_min, y_min, x_max, y_max``; 3D: patient LPS mm) whose
+       top score per finding is the image-level probability. Classification packages are still written as
+       format 2, so an older medres keeps loading them.
 
     Every key of a known format is known: an unknown key (top level, in ``preprocessing`` or in
     ``selection``) is refused with a message naming the package, never silently ignored, and a
@@ -35,13 +41,22 @@ from torch import nn
 import medres
 from medres.data.selection import SeriesSelection
 from medres.data.transforms import Preprocessing
-from medres.models.package_layout import BACKBONE_PREFIX, CHECKPOINT_KEY, CONTRACT_FILE, WEIGHTS_FILE
+from medres.models.detector import DetectorSpec, build_detector
+from medres.models.package_layout import (
+    BACKBONE_PREFIX,
+    CHECKPOINT_KEY,
+    CONTRACT_FILE,
+    DETECTOR_PREFIX,
+    WEIGHTS_FILE,
+)
 from medres.models.registry import backbone_class_spec, create_backbone, import_module_class, is_model
+from medres.models.resnet import ResNet
 
 __all__ = [
     "BACKBONE_PREFIX",
     "CHECKPOINT_KEY",
     "CONTRACT_FILE",
+    "DETECTOR_PREFIX",
     "FORMAT_VERSION",
     "WEIGHTS_FILE",
     "ModelPackage",
@@ -52,7 +67,7 @@ __all__ = [
     "probability_column",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Top-level keys of package.json (every format up to FORMAT_VERSION); anything else is refused.
 CONTRACT_KEYS = frozenset(
     {
@@ -67,8 +82,15 @@ CONTRACT_KEYS = frozenset(
         "spatial_dims",
         "in_channels",
         "training_config",
+        "detector",
+        "threshold_fp_rate",
     }
 )
+# The box coordinates a detector package's outputs are in, stated in its contract for readers of package.json.
+BOX_CONTRACT = {
+    2: "x_min, y_min, x_max, y_max: stored-pixel edges (column, row) of the referenced image",
+    3: "x_min, y_min, z_min, x_max, y_max, z_max: patient LPS millimetres",
+}
 
 
 def probability_column(finding: str) -> str:
@@ -101,6 +123,9 @@ class ModelPackage:
         training_config: The resolved training config (YAML text), for provenance.
         selection: Which DICOM instances/series the model takes (the training data's selection rules); scoring
             applies it verbatim. The default filters nothing.
+        detector: Set for a lesion detector: the detector's sizing; ``state_dict`` then holds the whole detector
+            network and ``thresholds`` are box-score thresholds.
+        threshold_fp_rate: A detector's false positives per image its thresholds were chosen at.
     """
 
     backbone: str | dict[str, Any]
@@ -112,6 +137,13 @@ class ModelPackage:
     medres_version: str = medres.__version__
     training_config: str | None = field(default=None, repr=False)
     selection: SeriesSelection = field(default_factory=SeriesSelection)
+    detector: DetectorSpec | None = None
+    threshold_fp_rate: float | None = None
+
+    @property
+    def is_detector(self) -> bool:
+        """Whether the package predicts boxes (a lesion detector) rather than image-level logits."""
+        return self.detector is not None
 
     def __post_init__(self) -> None:
         if not self.findings:
@@ -122,8 +154,8 @@ class ModelPackage:
     # ---- contract ---------------------------------------------------------------------------
     def contract(self) -> dict[str, Any]:
         """The JSON-serialisable part: everything but the weights."""
-        return {
-            "format_version": FORMAT_VERSION,
+        contract: dict[str, Any] = {
+            "format_version": 3 if self.detector is not None else 2,
             "medres_version": self.medres_version,
             "backbone": self.backbone,
             "backbone_args": self.backbone_args,
@@ -135,6 +167,10 @@ class ModelPackage:
             "in_channels": self.preprocessing.in_channels,
             "training_config": self.training_config,
         }
+        if self.detector is not None:
+            contract["detector"] = {**self.detector.to_dict(), "boxes": BOX_CONTRACT[self.preprocessing.spatial_dims]}
+            contract["threshold_fp_rate"] = self.threshold_fp_rate
+        return contract
 
     @classmethod
     def from_contract(cls, contract: dict[str, Any], state_dict: dict[str, torch.Tensor], source: str) -> ModelPackage:
@@ -176,7 +212,15 @@ class ModelPackage:
                     f"{source}: {key}={contract[key]!r} disagrees with preprocessing.{key}="
                     f"{getattr(preprocessing, key)!r}"
                 )
+        detector = None
+        if contract.get("detector") is not None:
+            try:
+                detector = DetectorSpec.from_dict({k: v for k, v in contract["detector"].items() if k != "boxes"})
+            except (TypeError, ValueError) as err:
+                raise PackageError(f"{source}: {err}") from err
         return cls(
+            detector=detector,
+            threshold_fp_rate=contract.get("threshold_fp_rate"),
             backbone=backbone if isinstance(backbone, str) else dict(backbone),
             backbone_args=dict(contract.get("backbone_args") or {}),
             findings=list(contract["findings"]),
@@ -190,7 +234,20 @@ class ModelPackage:
 
     # ---- model --------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        """The backbone with the packaged weights loaded strictly, in eval mode."""
+        """The backbone (a detector: the whole detector) with the packaged weights loaded strictly, in eval mode."""
+        if self.detector is not None:
+            resnet = build_backbone(self.backbone, self.backbone_args, self.preprocessing, 0)
+            if not isinstance(resnet, ResNet):
+                raise PackageError(f"detector backbone {self.backbone} is not a medres ResNet")
+            dims, channels = self.preprocessing.spatial_dims, self.preprocessing.in_channels
+            detector = build_detector(resnet, self.detector, dims, channels, len(self.findings))
+            result = detector.network.load_state_dict(self.state_dict, strict=False)
+            if result.missing_keys or result.unexpected_keys:
+                raise PackageError(
+                    f"weights do not fit the {self.backbone} detector: missing {result.missing_keys[:5]}, "
+                    f"unexpected {result.unexpected_keys[:5]}"
+                )
+            return detector.eval()
         model = build_backbone(self.backbone, self.backbone_args, self.preprocessing, len(self.findings))
         result = model.load_state_dict(self.state_dict, strict=False)
         if result.missing_keys or result.unexpected_keys:
@@ -228,7 +285,12 @@ class ModelPackage:
             raise PackageError(f"{path}: cannot read as a checkpoint with weights_only=True: {err}") from err
         if CHECKPOINT_KEY not in checkpoint:
             raise PackageError(f"{path}: not a medres checkpoint (no '{CHECKPOINT_KEY}' entry)")
-        return cls.from_contract(checkpoint[CHECKPOINT_KEY], backbone_state(checkpoint["state_dict"]), str(path))
+        contract = checkpoint[CHECKPOINT_KEY]
+        state = checkpoint["state_dict"]
+        if contract.get("detector") is not None:
+            weights = {k.removeprefix(DETECTOR_PREFIX): v for k, v in state.items() if k.startswith(DETECTOR_PREFIX)}
+            return cls.from_contract(contract, weights, str(path))
+        return cls.from_contract(contract, backbone_state(state), str(path))
 
 
 def backbone_state(module_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

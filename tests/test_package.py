@@ -89,7 +89,8 @@ def test_3d_preprocessing_and_selection_round_trip(tmp_path):
     package = replace(module.to_package(), selection=selection)
     directory = package.save(tmp_path / "pkg")
     contract = json.loads((directory / "package.json").read_text())
-    assert contract["format_version"] == FORMAT_VERSION == 2
+    # A classification package stays format 2 (format 3 adds only the detector keys), so medres 0.2 still loads it.
+    assert contract["format_version"] == 2 and FORMAT_VERSION == 3
     assert contract["selection"]["modalities"] == ["CT"] and contract["preprocessing"]["target_spacing"] == [2, 2, 3]
     loaded = ModelPackage.load(directory)
     assert loaded.preprocessing == preprocessing and loaded.selection == selection

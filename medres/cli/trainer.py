@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+import yaml
 from jsonargparse import lazy_instance
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from medres.data.box_datamodule import BoxDataModule
 from medres.data.datamodule import DicomDataModule
 from medres.scoring.prediction_writer import DetectionPredictionWriter
 from medres.tasks.callbacks.checkpointing import Checkpoint
@@ -16,6 +20,7 @@ from medres.tasks.callbacks.register_model import RegisterModel
 from medres.tasks.callbacks.review import ReviewRun
 from medres.tasks.callbacks.save_config import MLflowSaveConfig
 from medres.tasks.detection import MultiLabelDetection
+from medres.tasks.lesions import LesionDetection
 from medres.tracking.resume import resolve_resume
 
 TRAINER_SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -33,9 +38,11 @@ class MedresCLI(LightningCLI):
         parser.link_arguments("data.selection", "model.selection")
         # last.ckpt follows every epoch, so `fit --ckpt_path last` after a preemption loses at most one epoch.
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
+        lesions = self.model_class is LesionDetection
         parser.set_defaults(
             {
-                "checkpoint.monitor": "val/auroc_macro",
+                # A detector keeps the epoch with the best FROC summary (CPM), a classifier the best macro AUROC.
+                "checkpoint.monitor": "val/cpm" if lesions else "val/auroc_macro",
                 "checkpoint.mode": "max",
                 "checkpoint.filename": "best-{epoch:02d}",
                 "checkpoint.save_last": True,
@@ -79,11 +86,42 @@ class MedresCLI(LightningCLI):
         return bool(getattr(callback, "best_model_path", ""))
 
 
+def is_box_config(args: Sequence[str]) -> bool:
+    """Whether the command trains a lesion detector: its config (or command line) gives ``data.boxes``.
+
+    A box file is what makes a fit a detection fit, so the config needs no other marker and classification
+    configs stay as they are. Config files are read in order like LightningCLI reads them; a later
+    ``data.boxes: null`` does not switch back (the detector needs a box file).
+    """
+    args = list(args)
+    for i, arg in enumerate(args):
+        if arg == "--data.boxes" or arg.startswith("--data.boxes="):
+            return True
+        path = arg.removeprefix("--config=") if arg.startswith("--config=") else None
+        if arg == "--config" and i + 1 < len(args):
+            path = args[i + 1]
+        if path is None or not Path(path).is_file():
+            continue  # a missing file: LightningCLI names it in its own error
+        try:
+            config = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError:
+            continue
+        data = config.get("data") if isinstance(config, dict) else None
+        if isinstance(data, dict) and "boxes" in data:
+            return True
+    return False
+
+
 def run_trainer_cli(args: Sequence[str] | None = None) -> None:
-    """``medres fit|validate|test|predict …``; ``args=None`` reads ``sys.argv``."""
+    """``medres fit|validate|test|predict …``; ``args=None`` reads ``sys.argv``.
+
+    A config with ``data.boxes`` trains :class:`~medres.tasks.lesions.LesionDetection` on a
+    :class:`~medres.data.box_datamodule.BoxDataModule`; any other the multi-label classifier.
+    """
+    lesions = is_box_config(sys.argv[1:] if args is None else args)
     MedresCLI(
-        MultiLabelDetection,
-        DicomDataModule,
+        LesionDetection if lesions else MultiLabelDetection,
+        BoxDataModule if lesions else DicomDataModule,
         save_config_callback=MLflowSaveConfig,
         save_config_kwargs={"save_to_log_dir": False},
         trainer_defaults={

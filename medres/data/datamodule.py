@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,6 +93,9 @@ class DicomDataModule(pl.LightningDataModule):
         sampler_seed: Seed of the training order and augmentation; default the run's ``seed_everything``. Order and
             augmentation of epoch e depend only on (seed, e), so a fit resumed from a checkpoint replays exactly.
     """
+
+    # Batch collation; None: MONAI's list_data_collate (stacked tensors). Detection keeps box lists per image.
+    collate_fn: Callable[[Sequence[dict[str, Any]]], dict[str, Any]] | None = None
 
     def __init__(
         self,
@@ -230,17 +233,9 @@ class DicomDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled (or balanced), augmented training batches; order and augmentation a function of (seed, epoch)."""
         samples = self._split("train")
-        transform = train_transforms(self.preprocessing, self.augmentation)
-        seed = self.sampler_seed if self.sampler_seed is not None else global_seed()
-        weights = balanced_weights(np.stack([s["label"] for s in samples])) if self.balanced_sampler else None
-        sampler = EpochSampler(len(samples), seed, weights=weights)
-        trainer = self.trainer
-        if trainer is not None:
-            # Lightning creates the loader's first iterator before its set_epoch call, and workers prefetch from it
-            # at once: a resumed fit would start with epoch 0's order. Start at the epoch the fit loop will run.
-            progress = trainer.fit_loop.epoch_progress.current  # a _ProcessedTracker, annotated as its base class
-            sampler.set_epoch(progress.processed)  # type: ignore[attr-defined]
-        dataset = EpochSeededDataset(self._dataset(samples, transform), transform, seed)
+        transform = self._train_transform()
+        sampler = self._epoch_sampler(samples)
+        dataset = EpochSeededDataset(self._dataset(samples, transform), transform, sampler.seed)
         # A final batch of one sample breaks batch norm; drop it when there is more than one batch.
         return self._loader(dataset, sampler=sampler, drop_last=len(samples) > self.batch_size)
 
@@ -363,6 +358,27 @@ class DicomDataModule(pl.LightningDataModule):
             for i, (identity, image, label) in enumerate(zip(identities, images, labels, strict=True))
         ]
 
+    def _train_transform(self) -> Compose:
+        """Preprocessing plus augmentation (subclasses that carry more than the image override it)."""
+        return train_transforms(self.preprocessing, self.augmentation)
+
+    def _eval_transform(self) -> Compose:
+        """Preprocessing only."""
+        return eval_transforms(self.preprocessing)
+
+    def _epoch_sampler(self, samples: Sequence[dict[str, Any]]) -> EpochSampler:
+        """The training order: a function of (seed, epoch), balanced by the samples' labels if configured."""
+        seed = self.sampler_seed if self.sampler_seed is not None else global_seed()
+        weights = balanced_weights(np.stack([s["label"] for s in samples])) if self.balanced_sampler else None
+        sampler = EpochSampler(len(samples), seed, weights=weights)
+        trainer = self.trainer
+        if trainer is not None:
+            # Lightning creates the loader's first iterator before its set_epoch call, and workers prefetch from it
+            # at once: a resumed fit would start with epoch 0's order. Start at the epoch the fit loop will run.
+            progress = trainer.fit_loop.epoch_progress.current  # a _ProcessedTracker, annotated as its base class
+            sampler.set_epoch(progress.processed)  # type: ignore[attr-defined]
+        return sampler
+
     def _split(self, split: str) -> Sequence[dict[str, Any]]:
         if not self.samples:
             raise RuntimeError("DicomDataModule.setup() has not run")
@@ -372,7 +388,7 @@ class DicomDataModule(pl.LightningDataModule):
         return samples
 
     def _eval_loader(self, split: str) -> DataLoader:
-        return self._loader(self._dataset(self._split(split), eval_transforms(self.preprocessing)))
+        return self._loader(self._dataset(self._split(split), self._eval_transform()))
 
     def _dataset(self, samples: Sequence[dict[str, Any]], transform: Compose) -> Dataset:
         if self.cache == "disk":
@@ -388,6 +404,7 @@ class DicomDataModule(pl.LightningDataModule):
     ) -> DataLoader:
         # No `shuffle` argument: evaluation keeps dataset order, training order is the EpochSampler's, and Lightning
         # then shards it under DDP (DistributedSamplerWrapper) instead of replacing it with a RandomSampler's.
+        extra: dict[str, Any] = {} if self.collate_fn is None else {"collate_fn": self.collate_fn}
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -395,4 +412,5 @@ class DicomDataModule(pl.LightningDataModule):
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            **extra,
         )

@@ -281,3 +281,17 @@ def detection_bootstrap_ci(
     low = {k: float(np.nanpercentile(v, tail)) for k, v in samples.items()}
     high = {k: float(np.nanpercentile(v, 100.0 - tail)) for k, v in samples.items()}
     return DetectionCI(low, high, resamples, len(members), confidence)
+
+
+def threshold_at_fp_rate(images: Sequence[ImageBoxes], rate: float, rule: HitRule | None = None) -> float:
+    """The lowest box-score threshold whose false positives per image stay ≤ ``rate`` (score ≥ threshold ⇒ call).
+
+    Chosen on validation, it is the operating point a package carries per finding: at most ``rate`` false
+    boxes per image, and the highest sensitivity such a threshold reaches. ``inf`` when even the top-scoring
+    box is a false positive beyond the budget (no box is called).
+    """
+    if rate < 0:
+        raise ValueError(f"false-positive rate must be ≥ 0, got {rate}")
+    result = froc(images, rule, (rate,))
+    allowed = np.flatnonzero(result.curve_fps <= rate + 1e-12)
+    return float(result.thresholds[allowed[-1]])

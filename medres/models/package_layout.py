@@ -8,3 +8,4 @@ CONTRACT_FILE = "package.json"  # the contract: backbone, findings, preprocessin
 WEIGHTS_FILE = "weights.safetensors"  # the backbone's tensors
 CHECKPOINT_KEY = "medres"  # a Lightning checkpoint's key holding the package contract
 BACKBONE_PREFIX = "backbone."  # a task's state-dict prefix of the backbone's tensors
+DETECTOR_PREFIX = "detector.network."  # a lesion-detection task's state-dict prefix of the detector network's tensors

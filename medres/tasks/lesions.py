@@ -1,77 +1,50 @@
 """``LesionDetection``: boxes with scores per finding, MONAI's RetinaNet over a medres ResNet (issue 18).
 
-The network is MONAI's ``RetinaNet`` (classification and box-regression heads on every pyramid level) over a
-:class:`~medres.models.fpn.ResNetFPN`, wrapped in MONAI's ``RetinaNetDetector`` with the ATSS matcher
-(Zhang et al. 2020, "Bridging the Gap Between Anchor-based and Anchor-free Detection") and hard-negative
-sampling, the route of MONAI's LUNA16 tutorial; none of it needs torchvision. Anchors come from the config
-(their shapes in input pixels at the finest returned level, doubled per level).
+The network is built by :func:`medres.models.detector.build_detector` (MONAI's RetinaNet, ATSS matcher,
+hard-negative sampler over a :class:`~medres.models.fpn.ResNetFPN`; no torchvision). Batches are dicts with
+``image`` ``(N, C, *spatial)``, ``boxes`` (a list of ``(B_i, 2 * spatial_dims)`` corners in the network input's
+pixel edges, MONAI's axis order) and ``box_labels`` (a list of ``(B_i,)`` finding indices), as
+:class:`medres.data.box_datamodule.BoxDataModule` produces them.
 
-Batches are dicts with ``image`` ``(N, C, *spatial)``, ``boxes`` (a list of ``(B_i, 2 * spatial_dims)``
-corners in the network input's pixel edges, MONAI's axis order) and ``box_labels`` (a list of ``(B_i,)``
-finding indices), as :mod:`medres.data.box_transforms` produces them. Validation and test log, per finding,
-CPM, sensitivity at 1 false positive per image and mAP at IoU 0.1 and 0.5, plus AUROC of the image-level
-probability (the top box score), so the detector's AUROC sits beside the classifier's.
+Validation and test log, per finding, CPM, sensitivity at 1/8 … 8 false positives per image and mAP at IoU 0.1
+and 0.5, plus AUROC of the image-level probability (the top box score), so the detector's AUROC sits beside the
+classifier's. After every validation epoch each finding's box threshold is re-chosen at
+``threshold_fp_rate`` false positives per image; it travels in checkpoints and packages, and scoring calls a
+box (and its image) at it. The test epoch adds patient-clustered bootstrap CIs.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from monai.apps.detection.networks.retinanet_detector import RetinaNetDetector
-from monai.apps.detection.networks.retinanet_network import RetinaNet
-from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorShape
-from monai.apps.detection.utils.ATSS_matcher import ATSSMatcher
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from sklearn.metrics import roc_auc_score
 
+import medres
 from medres.data.box_transforms import BOX_KEY, BOX_LABEL_KEY
+from medres.data.selection import SeriesSelection
 from medres.data.transforms import IMAGE_KEY, Preprocessing
-from medres.evaluation.detection_metrics import HitRule, ImageBoxes, detection_metrics, image_scores
-from medres.models.fpn import ResNetFPN
+from medres.evaluation.detection_metrics import (
+    DetectionCI,
+    HitRule,
+    ImageBoxes,
+    detection_bootstrap_ci,
+    detection_metrics,
+    image_scores,
+    threshold_at_fp_rate,
+)
+from medres.models.detector import BOX, LABEL, SCORES, DetectorSpec, build_detector, detect
 from medres.models.resnet import ResNet
-from medres.package import build_backbone
+from medres.package import CHECKPOINT_KEY, ModelPackage, build_backbone
+from medres.tracking.resume import MLFLOW_RUN_KEY
 
-# MONAI's detector reads and writes targets under these keys.
-_BOX, _LABEL, _SCORES = "box", "label", "label_scores"
-
-
-class AtssRetinaNetDetector(RetinaNetDetector):
-    """MONAI's ``RetinaNetDetector`` that matches with ATSS only, and so runs without torchvision.
-
-    MONAI's ``compute_anchor_matched_idxs`` first asks ``isinstance(matcher, torchvision Matcher)``; without
-    torchvision that name is MONAI's optional-import placeholder, whose ``isinstance`` raises even when the
-    matcher is MONAI's own ``ATSSMatcher`` (MONAI 1.5). This is its ATSS branch, unchanged otherwise.
-    """
-
-    def compute_anchor_matched_idxs(
-        self,
-        anchors: list[torch.Tensor],
-        targets: list[dict[str, torch.Tensor]],
-        num_anchor_locs_per_level: Sequence[int],
-    ) -> list[torch.Tensor]:
-        """Per image, the true box each anchor is matched to (-1: background), by the ATSS matcher."""
-        if not isinstance(self.proposal_matcher, ATSSMatcher):
-            raise ValueError("AtssRetinaNetDetector needs set_atss_matcher() before training")
-        matched = []
-        for anchors_per_image, targets_per_image in zip(anchors, targets, strict=True):
-            boxes = targets_per_image[self.target_box_key]
-            if boxes.numel() == 0:
-                matched.append(
-                    torch.full((anchors_per_image.size(0),), -1, dtype=torch.int64, device=anchors_per_image.device)
-                )
-                continue
-            _, idxs = self.proposal_matcher(
-                boxes.to(anchors_per_image.device),
-                anchors_per_image,
-                num_anchor_locs_per_level,
-                self.num_anchors_per_loc,
-            )
-            matched.append(idxs)
-        return matched
+log = logging.getLogger(__name__)
+SUMMARY_METRICS = ("cpm", "sens_at_1fp", "map_0.1", "map_0.5")
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:
@@ -82,8 +55,9 @@ class LesionDetection(pl.LightningModule):
     """Boxes with scores for each finding; the image-level probability of a finding is its top box score.
 
     Args:
-        findings: Finding names, in box-label index order.
-        preprocessing: The data module's preprocessing (its ``spatial_dims`` and ``in_channels`` size the net).
+        findings: Finding names, in box-label index order (linked from the data).
+        preprocessing: The data module's preprocessing (linked; its ``spatial_dims`` and ``in_channels`` size the net).
+        selection: The data module's selection (linked); saved into packages so scoring picks the same images.
         backbone: A registered medres ResNet (``resnet18``, ...), as for classification.
         backbone_args: Overrides of the backbone's arguments (``widths``, ``stem``, ...).
         returned_stages: 1-based ResNet stages feeding the feature pyramid (finest first).
@@ -96,8 +70,10 @@ class LesionDetection(pl.LightningModule):
         score_threshold: Boxes scoring below this are not returned.
         nms_iou: IoU above which non-maximum suppression removes the lower-scoring box.
         detections_per_image: Most boxes returned per image.
-        hit_kind: Hit rule of the FROC (``iou`` or ``centre``).
+        hit_kind: Hit rule of the FROC (``iou``, or ``centre``: LUNA16's centre-within-radius).
         hit_iou: IoU of the ``iou`` hit rule.
+        threshold_fp_rate: False positives per image the per-finding box threshold is chosen at (on validation).
+        bootstrap_resamples: Patient-clustered bootstrap resamples of the test metrics' CIs (0: none).
         optimizer: Optimizer factory.
         scheduler: Optional LR scheduler factory, stepped once per epoch.
     """
@@ -106,6 +82,7 @@ class LesionDetection(pl.LightningModule):
         self,
         findings: list[str],
         preprocessing: Preprocessing | None = None,
+        selection: SeriesSelection | None = None,
         backbone: str = "resnet18",
         backbone_args: dict[str, Any] | None = None,
         returned_stages: Sequence[int] = (1, 2),
@@ -119,49 +96,43 @@ class LesionDetection(pl.LightningModule):
         detections_per_image: int = 50,
         hit_kind: Literal["iou", "centre"] = "iou",
         hit_iou: float = 0.1,
+        threshold_fp_rate: float = 1.0,
+        bootstrap_resamples: int = 200,
         optimizer: OptimizerCallable = _default_optimizer,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
         if not findings:
             raise ValueError("model.findings is empty: name at least one finding")
+        if threshold_fp_rate < 0:
+            raise ValueError(f"model.threshold_fp_rate={threshold_fp_rate}: must be ≥ 0")
         self.findings = list(findings)
         self.preprocessing = preprocessing or Preprocessing()
-        dims = self.preprocessing.spatial_dims
-        if any(len(shape) != dims for shape in anchor_shapes):
-            raise ValueError(
-                f"model.anchor_shapes: every shape needs {dims} sizes, got {[list(s) for s in anchor_shapes]}"
-            )
-        resnet = build_backbone(backbone, dict(backbone_args or {}), self.preprocessing, 0)
+        self.selection = selection or SeriesSelection()
+        self.backbone_name = backbone
+        self.backbone_args = dict(backbone_args or {})
+        self.spec = DetectorSpec(
+            returned_stages=tuple(int(s) for s in returned_stages),
+            fpn_channels=fpn_channels,
+            anchor_shapes=tuple(tuple(int(v) for v in s) for s in anchor_shapes),
+            atss_candidates=atss_candidates,
+            negatives_per_image=negatives_per_image,
+            positive_fraction=positive_fraction,
+            score_threshold=score_threshold,
+            nms_iou=nms_iou,
+            detections_per_image=detections_per_image,
+        )
+        resnet = build_backbone(backbone, self.backbone_args, self.preprocessing, 0)
         if not isinstance(resnet, ResNet):
             raise ValueError(f"model.backbone={backbone!r}: LesionDetection needs a medres ResNet")
-        features = ResNetFPN(resnet, returned_stages, fpn_channels)
-        levels = len(returned_stages) + 1  # the pyramid adds a max-pooled level
-        stride = _total_stride(features, dims, self.preprocessing.in_channels)
-        anchors = AnchorGeneratorWithAnchorShape(
-            feature_map_scales=[2**level for level in range(levels)],
-            base_anchor_shapes=[tuple(int(s) for s in shape) for shape in anchor_shapes],
-        )
-        network = RetinaNet(
-            spatial_dims=dims,
-            num_classes=len(self.findings),
-            num_anchors=anchors.num_anchors_per_location()[0],
-            feature_extractor=features,
-            size_divisible=stride,
-        )
-        self.detector = AtssRetinaNetDetector(network=network, anchor_generator=anchors, spatial_dims=dims)
-        self.detector.set_target_keys(box_key=_BOX, label_key=_LABEL)
-        self.detector.set_atss_matcher(num_candidates=atss_candidates, center_in_gt=False)
-        self.detector.set_hard_negative_sampler(
-            batch_size_per_image=negatives_per_image, positive_fraction=positive_fraction, min_neg=16, pool_size=20
-        )
-        self.detector.set_box_selector_parameters(
-            score_thresh=score_threshold,
-            topk_candidates_per_level=1000,
-            nms_thresh=nms_iou,
-            detections_per_img=detections_per_image,
+        self.detector = build_detector(
+            resnet, self.spec, self.preprocessing.spatial_dims, self.preprocessing.in_channels, len(self.findings)
         )
         self.hit_rule = HitRule(hit_kind, hit_iou)
+        self.threshold_fp_rate = threshold_fp_rate
+        self.bootstrap_resamples = bootstrap_resamples
+        # Until a validation epoch chooses them: the detector's own score floor (every returned box is called).
+        self.thresholds = [float(score_threshold)] * len(self.findings)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.save_hyperparameters(
@@ -169,33 +140,23 @@ class LesionDetection(pl.LightningModule):
                 "findings": self.findings,
                 "preprocessing": self.preprocessing.to_dict(),
                 "backbone": backbone,
-                "backbone_args": dict(backbone_args or {}),
-                "returned_stages": list(returned_stages),
-                "fpn_channels": fpn_channels,
-                "anchor_shapes": [list(s) for s in anchor_shapes],
+                "backbone_args": self.backbone_args,
+                "detector": self.spec.to_dict(),
             },
             logger=False,
         )
-        self._outputs: dict[str, list[tuple[list[ImageBoxes], np.ndarray]]] = {"val": [], "test": []}
+        self._outputs: dict[str, list[tuple[list[ImageBoxes], np.ndarray, int]]] = {"val": [], "test": []}
+        # The test epoch's per-finding images, metrics and CIs, for the review callback (FROC curves, model card).
+        self.test_review: DetectionReview | None = None
 
     def forward(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Images → per image ``box`` ``(K, 2 * dims)``, ``label`` ``(K,)`` and ``label_scores`` ``(K,)``."""
-        was_training = self.detector.training
-        self.detector.eval()
-        try:
-            # Detections (after NMS) carry no gradient; without no_grad MONAI's box selector deep-copies graph tensors.
-            with torch.no_grad():
-                outputs = self.detector(images, use_inferer=False)
-        finally:
-            self.detector.train(was_training)
-        if not isinstance(outputs, list):
-            raise TypeError("RetinaNetDetector returned losses in eval mode")
-        return outputs
+        return detect(self.detector, images)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Classification (focal) plus box-regression loss of the detector."""
         targets = [
-            {_BOX: boxes.to(self.device, torch.float32), _LABEL: labels.to(self.device, torch.long)}
+            {BOX: boxes.to(self.device, torch.float32), LABEL: labels.to(self.device, torch.long)}
             for boxes, labels in zip(batch[BOX_KEY], batch[BOX_LABEL_KEY], strict=True)
         ]
         losses = self.detector(batch[IMAGE_KEY], targets)
@@ -209,48 +170,81 @@ class LesionDetection(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Predict and keep the boxes for the epoch's metrics."""
-        self._collect("val", batch)
+        self._collect("val", batch, batch_idx)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Predict and keep the boxes for the test metrics."""
-        self._collect("test", batch)
+        self._collect("test", batch, batch_idx)
 
-    def _collect(self, stage: str, batch: dict[str, Any]) -> None:
+    def _collect(self, stage: str, batch: dict[str, Any], batch_idx: int) -> None:
         outputs = self(batch[IMAGE_KEY])
-        for output, boxes, labels in zip(outputs, batch[BOX_KEY], batch[BOX_LABEL_KEY], strict=True):
+        indices = batch.get("sample_index")
+        for i, (output, boxes, labels) in enumerate(zip(outputs, batch[BOX_KEY], batch[BOX_LABEL_KEY], strict=True)):
             truth_boxes, truth_labels = boxes.detach().cpu().numpy(), labels.detach().cpu().numpy()
-            pred_boxes = output[_BOX].detach().float().cpu().numpy()
-            pred_labels = output[_LABEL].detach().cpu().numpy()
-            scores = output[_SCORES].detach().float().cpu().numpy()
+            pred_boxes = output[BOX].detach().float().cpu().numpy()
+            pred_labels = output[LABEL].detach().cpu().numpy()
+            scores = output[SCORES].detach().float().cpu().numpy()
             per_finding = [
                 ImageBoxes(truth_boxes[truth_labels == f], pred_boxes[pred_labels == f], scores[pred_labels == f])
                 for f in range(len(self.findings))
             ]
             present = np.array([(truth_labels == f).any() for f in range(len(self.findings))], dtype=np.float32)
-            self._outputs[stage].append((per_finding, present))
+            index = int(indices[i]) if indices is not None else batch_idx * len(outputs) + i
+            self._outputs[stage].append((per_finding, present, index))
 
     def on_validation_epoch_end(self) -> None:
-        """Log per-finding and mean CPM, sensitivity at 1 FP/image, mAP@0.1/0.5 and top-box AUROC."""
+        """Log the metrics and choose each finding's box threshold at ``threshold_fp_rate`` FPs per image."""
+        collected = self._outputs["val"]
+        if not self.trainer.sanity_checking:
+            for f in range(len(self.findings)):
+                images = [per_finding[f] for per_finding, _, _ in collected]
+                if images:
+                    self.thresholds[f] = threshold_at_fp_rate(images, self.threshold_fp_rate, self.hit_rule)
         self._log_metrics("val")
 
     def on_test_epoch_end(self) -> None:
-        """As validation, on the test split."""
-        self._log_metrics("test")
+        """As validation, on the test split, plus patient-clustered bootstrap CIs."""
+        collected = sorted(self._outputs["test"], key=lambda item: item[2])
+        self._outputs["test"] = collected
+        metrics = self.epoch_metrics("test")
+        intervals: dict[str, DetectionCI] = {}
+        groups = self._patient_keys("test", [index for _, _, index in collected])
+        if self.bootstrap_resamples > 0:
+            for f, finding in enumerate(self.findings):
+                images = [per_finding[f] for per_finding, _, _ in collected]
+                if any(len(i.truth) for i in images):
+                    ci = detection_bootstrap_ci(images, groups, self.hit_rule, resamples=self.bootstrap_resamples)
+                    intervals[finding] = ci
+                    for name in ci.low:
+                        metrics[f"test/{name}/{finding}_ci_low"] = ci.low[name]
+                        metrics[f"test/{name}/{finding}_ci_high"] = ci.high[name]
+        self.test_review = DetectionReview(
+            findings=list(self.findings),
+            images=[[per_finding[f] for per_finding, _, _ in collected] for f in range(len(self.findings))],
+            metrics=dict(metrics),
+            intervals=intervals,
+            thresholds=list(self.thresholds),
+            threshold_fp_rate=self.threshold_fp_rate,
+            hit_rule=self.hit_rule,
+        )
+        if metrics:
+            self.log_dict(metrics, sync_dist=False)
+        self._outputs["test"] = []
 
     def epoch_metrics(self, stage: str) -> dict[str, float]:
         """The metrics of the images collected so far in ``stage`` (``val`` or ``test``)."""
         collected = self._outputs[stage]
         metrics: dict[str, float] = {}
         for f, finding in enumerate(self.findings):
-            images = [per_finding[f] for per_finding, _ in collected]
+            images = [per_finding[f] for per_finding, _, _ in collected]
             if not any(len(i.truth) for i in images):
                 continue
             for name, value in detection_metrics(images, self.hit_rule).items():
                 metrics[f"{stage}/{name}/{finding}"] = value
-            present = np.array([p[f] for _, p in collected])
+            present = np.array([p[f] for _, p, _ in collected])
             if 0 < present.sum() < len(present):
                 metrics[f"{stage}/auroc/{finding}"] = float(roc_auc_score(present, image_scores(images)))
-        for name in ("cpm", "sens_at_1fp", "map_0.1", "map_0.5"):
+        for name in (*SUMMARY_METRICS, "auroc"):
             values = [v for k, v in metrics.items() if k.startswith(f"{stage}/{name}/")]
             if values:
                 metrics[f"{stage}/{name}"] = float(np.nanmean(values))
@@ -263,6 +257,15 @@ class LesionDetection(pl.LightningModule):
             self.log_dict(metrics, sync_dist=False)
         self._outputs[stage] = []
 
+    def _patient_keys(self, split: str, indices: Sequence[int]) -> list[str] | None:
+        """The pseudonymous patient key of each collected image, for clustered CIs (None: resample images)."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        keys_of = getattr(datamodule, "patient_keys", None)
+        if keys_of is None:
+            return None
+        keys = keys_of(split)
+        return [keys[i] for i in indices] if all(i < len(keys) for i in indices) else None
+
     def configure_optimizers(self) -> Any:
         """The configured optimizer (and scheduler)."""
         optimizer = self.optimizer_factory(self.parameters())
@@ -270,14 +273,55 @@ class LesionDetection(pl.LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
 
+    # ---- checkpoints and packages ------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Embed the package contract (with this epoch's thresholds) and the MLflow run, as classification does."""
+        checkpoint[CHECKPOINT_KEY] = self.to_package().contract()
+        mlflow_logger = next((lg for lg in self.loggers if hasattr(lg, "run_id")), None) if self._trainer else None
+        run_id = getattr(mlflow_logger, "run_id", None)
+        if run_id is not None:
+            checkpoint[MLFLOW_RUN_KEY] = {"run_id": run_id, "experiment_id": mlflow_logger.experiment_id}  # type: ignore[union-attr]
 
-def _total_stride(features: ResNetFPN, spatial_dims: int, in_channels: int) -> int:
-    """Input pixels per cell of the coarsest pyramid level: inputs must be divisible by it."""
-    size = 64
-    with torch.no_grad():
-        was_training = features.training
-        features.eval()
-        levels = features(torch.zeros(1, in_channels, *([size] * spatial_dims)))
-        features.train(was_training)
-    coarsest = min(int(t.shape[-1]) for t in levels.values())
-    return size // coarsest
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the checkpoint's box thresholds."""
+        contract = checkpoint.get(CHECKPOINT_KEY)
+        if contract is not None and len(contract.get("thresholds", [])) == len(self.findings):
+            self.thresholds = [float(t) for t in contract["thresholds"]]
+
+    def to_package(self, training_config: str | None = None) -> ModelPackage:
+        """The current weights (the whole detector network) and contract as a model package."""
+        return ModelPackage(
+            backbone=self.backbone_name,
+            backbone_args=self.backbone_args,
+            findings=self.findings,
+            preprocessing=self.preprocessing,
+            selection=self.selection,
+            thresholds=self.thresholds,
+            state_dict={k: v.detach().cpu() for k, v in self.detector.network.state_dict().items()},
+            medres_version=medres.__version__,
+            training_config=training_config,
+            detector=self.spec,
+            threshold_fp_rate=self.threshold_fp_rate,
+        )
+
+
+class DetectionReview:
+    """What the test epoch saw, for the review callback's FROC curves, montage and model card."""
+
+    def __init__(
+        self,
+        findings: list[str],
+        images: list[list[ImageBoxes]],
+        metrics: dict[str, float],
+        intervals: dict[str, DetectionCI],
+        thresholds: list[float],
+        threshold_fp_rate: float,
+        hit_rule: HitRule,
+    ) -> None:
+        self.findings = findings
+        self.images = images
+        self.metrics = metrics
+        self.intervals = intervals
+        self.thresholds = thresholds
+        self.threshold_fp_rate = threshold_fp_rate
+        self.hit_rule = hit_rule

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from mlflow import MlflowClient
@@ -22,12 +23,14 @@ from pytorch_lightning.loggers import MLFlowLogger
 
 from medres.data.datamodule import DicomDataModule
 from medres.data.summary import DataSummary
+from medres.evaluation.detection_review import froc_file_name, plot_box_montage, plot_froc, render_detection_card
 from medres.evaluation.gradcam import gradcam_montage
 from medres.evaluation.metrics import evaluate
 from medres.evaluation.model_card import render_model_card
 from medres.evaluation.plots import plot_calibration, plot_confusion, plot_roc_pr
 from medres.tasks.callbacks.register_model import RegisterModel
 from medres.tasks.detection import MultiLabelDetection
+from medres.tasks.lesions import LesionDetection
 from medres.tasks.outputs import EpochPredictions
 from medres.tracking.datasets import log_split_datasets
 from medres.tracking.privacy import allowed_tags
@@ -115,6 +118,9 @@ class ReviewRun(pl.Callback):
         predictions: EpochPredictions | None = getattr(pl_module, "test_predictions", None)
         if not self.enabled or not trainer.is_global_zero or logger is None or logger.run_id is None:
             return
+        if isinstance(pl_module, LesionDetection):
+            self._review_detector(trainer, pl_module, logger)
+            return
         if not isinstance(pl_module, MultiLabelDetection) or predictions is None or len(predictions) == 0:
             return
         datamodule = getattr(trainer, "datamodule", None)
@@ -165,6 +171,72 @@ class ReviewRun(pl.Callback):
             client.log_artifacts(logger.run_id, str(out), REVIEW_ARTIFACT_DIR)
         if registered:
             self._describe_version(client, *registered, card)
+
+    def _review_detector(self, trainer: pl.Trainer, module: LesionDetection, logger: MLFlowLogger) -> None:
+        """FROC curves, a box montage, metrics.json and the model card of the tested detector."""
+        review, run_id = module.test_review, logger.run_id
+        if review is None or run_id is None:
+            return
+        registered = self._registered_version(trainer)
+        card = render_detection_card(
+            review.findings,
+            review.metrics,
+            review.intervals,
+            review.thresholds,
+            review.threshold_fp_rate,
+            review.hit_rule,
+            model_name=registered[0] if registered else None,
+            model_version=registered[1] if registered else None,
+            backbone=str(module.backbone_name),
+            parameters=sum(p.numel() for p in module.parameters()),
+            preprocessing=module.preprocessing.to_dict(),
+            data_summary=self.data_summary.to_dict() if self.data_summary else None,
+            run_id=logger.run_id,
+        )
+        client: MlflowClient = logger.experiment
+        datamodule = getattr(trainer, "datamodule", None)
+        with tempfile.TemporaryDirectory(prefix="medres-review-") as tmp:
+            out = Path(tmp)
+            for finding, images in zip(review.findings, review.images, strict=True):
+                if any(len(i.truth) for i in images):
+                    plot_froc(images, finding, review.hit_rule, out / froc_file_name(finding))
+            if self.montage_images and isinstance(datamodule, DicomDataModule):
+                self._box_montage(module, datamodule, out / "box_montage.png")
+            (out / "model_card.md").write_text(card)
+            metrics = {**review.metrics, "thresholds": dict(zip(review.findings, review.thresholds, strict=True))}
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+            client.log_artifacts(run_id, str(out), REVIEW_ARTIFACT_DIR)
+        if registered:
+            self._describe_version(client, *registered, card)
+
+    def _box_montage(self, module: LesionDetection, datamodule: DicomDataModule, out_path: Path) -> None:
+        """True and predicted boxes on the first test images, captioned with their place in the split only."""
+        pixels, truth, predicted = [], [], []
+        for batch in datamodule.test_dataloader():
+            outputs = module(batch["image"].to(module.device))
+            for image, boxes, labels, output in zip(
+                batch["image"], batch["boxes"], batch["box_labels"], outputs, strict=True
+            ):
+                pixels.append(image[0].float().cpu().numpy())
+                truth.append([(int(f), b.numpy()) for f, b in zip(labels, boxes, strict=True)])
+                predicted.append(
+                    [
+                        (int(f), float(s), b.float().cpu().numpy())
+                        for f, s, b in zip(output["label"], output["label_scores"], output["box"], strict=True)
+                    ]
+                )
+            if len(pixels) >= self.montage_images:
+                break
+        count = min(len(pixels), self.montage_images)
+        plot_box_montage(
+            np.stack(pixels[:count]),
+            truth[:count],
+            predicted[:count],
+            module.findings,
+            module.thresholds,
+            [f"test #{i}" for i in range(count)],
+            out_path,
+        )
 
     def _montage(self, module: MultiLabelDetection, datamodule: DicomDataModule, out_path: Path) -> None:
         """Grad-CAM over the first validation images, captioned with their place in the split only."""
