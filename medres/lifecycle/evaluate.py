@@ -5,6 +5,11 @@ selection, so the split file training wrote in the work folder is reused and the
 held out. Each model then reads those same samples through its own package preprocessing: a candidate trained at
 another resolution is compared with the champion on the same patients and instances, not on different inputs.
 
+A lesion detector (a package with ``detector``) is read through :class:`~medres.data.box_datamodule.BoxDataModule`
+with the training box file and merge rule, and judged per finding by CPM, sensitivity at 1 FP per image and mAP at
+IoU 0.1 and 0.5 (:mod:`medres.evaluation.detection_metrics`) beside the AUROC of its top box score; each model moves
+the same true boxes through its own preprocessing.
+
 AUROC per finding counts only known labels (1 and 0); unknown (NaN) and uncertain (-1) labels are left out, and a
 finding whose held-out labels hold a single class has no AUROC (NaN), so it never drags the macro mean down.
 """
@@ -15,7 +20,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,9 +29,15 @@ import torch
 import yaml
 from monai.data import DataLoader, Dataset
 
+from medres.data.box_datamodule import BoxDataModule
+from medres.data.box_samples import collate_boxes
+from medres.data.box_transforms import BOX_KEY, BOX_LABEL_KEY, box_eval_transforms
+from medres.data.boxes import MergeRule
 from medres.data.datamodule import SPLITS, DicomDataModule
 from medres.data.transforms import IMAGE_KEY, eval_transforms
+from medres.evaluation.detection_metrics import ImageBoxes, detection_metrics, image_scores
 from medres.evaluation.metrics import finding_auroc
+from medres.models.detector import BOX, LABEL, SCORES, detect
 from medres.models.inference import predict_probabilities
 from medres.package import ModelPackage
 
@@ -46,6 +57,7 @@ class HeldOutData:
     Args:
         root: Archive folder.
         labels: Labels CSV keyed by StudyInstanceUID; default the training config's, else ``root/labels.csv``.
+        boxes: A lesion detector's box CSV; default the training config's ``data.boxes``, else ``root/boxes.csv``.
         work_dir: Folder with the manifest and ``splits.csv``; default the training config's, else
             ``./medres_work/<archive>-<hash>`` (where ``medres fit`` run from the same folder wrote them).
         split: Which samples: ``test`` (default: the patients training held out), ``val``, ``train``, or ``all``
@@ -59,6 +71,7 @@ class HeldOutData:
 
     root: Path
     labels: Path | None = None
+    boxes: Path | None = None
     work_dir: Path | None = None
     split: HeldOutSplit = "test"
     split_fractions: tuple[float, float, float] | None = None
@@ -111,27 +124,49 @@ class Evaluation:
     auroc: dict[str, float]
     positives: dict[str, int]
     negatives: dict[str, int]
+    detection: dict[str, dict[str, float]] = field(default_factory=dict)
+    gate_metric: str = "auroc"
+
+    def scores(self, metric: str | None = None) -> dict[str, float]:
+        """Per finding, the value of ``metric`` (default :attr:`gate_metric`).
+
+        ``auroc`` for every model; a detector's ``cpm``, ``sens_at_1fp``, ``map_0.1`` and ``map_0.5`` too.
+        """
+        metric = metric or self.gate_metric
+        if metric == "auroc":
+            return self.auroc
+        if metric not in self.detection:
+            raise ValueError(f"{metric!r} is a lesion-detection metric; this model predicts no boxes")
+        return self.detection[metric]
 
     @property
     def judged(self) -> list[str]:
-        """Findings with an AUROC (both classes present in the held-out labels)."""
-        return [f for f in self.findings if not math.isnan(self.auroc[f])]
+        """Findings the gate metric judges (AUROC: both classes present; detection: a true box present)."""
+        scores = self.scores()
+        return [f for f in self.findings if not math.isnan(scores.get(f, math.nan))]
 
     @property
     def macro(self) -> float:
-        """Mean AUROC over the judged findings; NaN when none is judged."""
-        judged = self.judged
-        return float(np.mean([self.auroc[f] for f in judged])) if judged else float("nan")
+        """Mean of the gate metric over the judged findings; NaN when none is judged."""
+        judged, scores = self.judged, self.scores()
+        return float(np.mean([scores[f] for f in judged])) if judged else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON (NaN becomes ``None``)."""
-        return {
+        auroc = {f: _finite_or_none(v) for f, v in self.auroc.items()}
+        judged = [f for f in self.findings if auroc.get(f) is not None]
+        macro_auroc = float(np.mean([self.auroc[f] for f in judged])) if judged else math.nan
+        out: dict[str, Any] = {
             "findings": self.findings,
-            "auroc": {f: _finite_or_none(v) for f, v in self.auroc.items()},
-            "auroc_macro": _finite_or_none(self.macro),
+            "auroc": auroc,
+            "auroc_macro": _finite_or_none(macro_auroc),
             "positives": self.positives,
             "negatives": self.negatives,
         }
+        if self.detection:
+            out["detection"] = {m: {f: _finite_or_none(v) for f, v in d.items()} for m, d in self.detection.items()}
+            out["gate_metric"] = self.gate_metric
+        return out
 
 
 def resolve_held_out(data: HeldOutData, package: ModelPackage) -> HeldOutData:
@@ -144,7 +179,7 @@ def resolve_held_out(data: HeldOutData, package: ModelPackage) -> HeldOutData:
     if data.split_seed is None and config.get("split_seed") is not None:
         updates["split_seed"] = int(config["split_seed"])
     if same_archive:
-        for key in ("labels", "work_dir"):
+        for key in ("labels", "boxes", "work_dir"):
             if getattr(data, key) is None and config.get(key) is not None:
                 updates[key] = Path(str(config[key]))
     return replace(data, **updates)
@@ -162,17 +197,23 @@ def load_held_out(data: HeldOutData, package: ModelPackage) -> HeldOutSamples:
     """
     if data.split not in (*SPLITS, "all"):
         raise ValueError(f"--data.split={data.split!r}: must be one of {[*SPLITS, 'all']}")
-    module = DicomDataModule(
-        root=data.root,
-        findings=package.findings,
-        labels=data.labels,
-        work_dir=data.work_dir,
-        split_fractions=data.split_fractions or (0.7, 0.15, 0.15),
-        split_seed=0 if data.split_seed is None else data.split_seed,
-        preprocessing=package.preprocessing,
-        selection=package.selection,
-        num_workers=0,
-    )
+    module: DicomDataModule
+    common: dict[str, Any] = {
+        "root": data.root,
+        "findings": package.findings,
+        "work_dir": data.work_dir,
+        "split_fractions": data.split_fractions or (0.7, 0.15, 0.15),
+        "split_seed": 0 if data.split_seed is None else data.split_seed,
+        "preprocessing": package.preprocessing,
+        "selection": package.selection,
+        "num_workers": 0,
+    }
+    if package.is_detector:
+        merge = _training_data_config(package).get("merge")
+        rule = MergeRule(**merge) if isinstance(merge, dict) else None  # the readers merged as training merged them
+        module = BoxDataModule(boxes=data.boxes, merge=rule, cache="none", **common)
+    else:
+        module = DicomDataModule(labels=data.labels, **common)
     module.prepare_data()
     module.setup()
     splits = list(SPLITS) if data.split == "all" else [data.split]
@@ -203,8 +244,40 @@ def package_probabilities(package: ModelPackage, samples: HeldOutSamples, data: 
     return predict_probabilities(model, (batch[IMAGE_KEY] for batch in loader), device).numpy()
 
 
+def package_detections(package: ModelPackage, samples: HeldOutSamples, data: HeldOutData) -> list[list[ImageBoxes]]:
+    """Per finding, each sample's true and predicted boxes, both on the package's own network grid."""
+    device = _device(data.device)
+    items = [
+        {IMAGE_KEY: record[IMAGE_KEY], BOX_KEY: record[BOX_KEY], BOX_LABEL_KEY: record[BOX_LABEL_KEY]}
+        for record in samples.records
+    ]
+    loader = DataLoader(
+        Dataset(items, transform=box_eval_transforms(package.preprocessing, track_meta=False)),
+        batch_size=data.batch_size,
+        shuffle=False,
+        num_workers=data.num_workers,
+        collate_fn=collate_boxes,
+    )
+    network = package.build_model().to(device)
+    per_finding: list[list[ImageBoxes]] = [[] for _ in package.findings]
+    for batch in loader:
+        outputs = detect(network, batch[IMAGE_KEY].to(device))  # type: ignore[arg-type]
+        for output, truth, classes in zip(outputs, batch[BOX_KEY], batch[BOX_LABEL_KEY], strict=True):
+            labels, scores = output[LABEL].cpu().numpy(), output[SCORES].float().cpu().numpy()
+            boxes = output[BOX].float().cpu().numpy()
+            for f in range(len(package.findings)):
+                per_finding[f].append(
+                    ImageBoxes(truth.numpy()[classes.numpy() == f], boxes[labels == f], scores[labels == f])
+                )
+    return per_finding
+
+
 def evaluate_package(
-    package: ModelPackage, samples: HeldOutSamples, data: HeldOutData, findings: list[str] | None = None
+    package: ModelPackage,
+    samples: HeldOutSamples,
+    data: HeldOutData,
+    findings: list[str] | None = None,
+    gate_metric: str = "auroc",
 ) -> Evaluation:
     """Per-finding AUROC of ``package`` on ``samples``.
 
@@ -213,6 +286,8 @@ def evaluate_package(
         samples: Held-out samples (labels for every finding evaluated).
         data: Batch size, workers and device.
         findings: Findings to evaluate (default: the package's findings that the samples carry labels for).
+        gate_metric: The metric promotion gates read (``auroc``; for a detector also ``cpm``, ``sens_at_1fp``,
+            ``map_0.1``, ``map_0.5``).
 
     Raises:
         ValueError: If a requested finding is not an output of the package or has no labels in the samples.
@@ -221,7 +296,20 @@ def evaluate_package(
     missing = [f for f in chosen if f not in package.findings or f not in samples.findings]
     if missing:
         raise ValueError(f"findings {missing} are not both outputs of the model and labelled in {data.root}")
-    probabilities = package_probabilities(package, samples, data)
+    detection: dict[str, dict[str, float]] = {}
+    if package.is_detector:
+        per_finding = package_detections(package, samples, data)
+        # The image-level probability of a detector is its top box score (as medres score writes it).
+        probabilities = np.stack([image_scores(images) for images in per_finding], axis=1)
+        for finding in chosen:
+            images = per_finding[package.findings.index(finding)]
+            values = detection_metrics(images) if any(len(i.truth) for i in images) else {}
+            for metric in ("cpm", "sens_at_1fp", "map_0.1", "map_0.5"):
+                detection.setdefault(metric, {})[finding] = float(values.get(metric, math.nan))
+    elif gate_metric != "auroc":
+        raise ValueError(f"--gates.metric={gate_metric}: the model is not a lesion detector (it predicts no boxes)")
+    else:
+        probabilities = package_probabilities(package, samples, data)
     auroc, positives, negatives = {}, {}, {}
     for finding in chosen:
         labels = samples.labels(finding)
@@ -230,7 +318,14 @@ def evaluate_package(
         positives[finding] = int((targets == 1).sum())
         negatives[finding] = int((targets == 0).sum())
         auroc[finding] = finding_auroc(probabilities[known, package.findings.index(finding)], targets)
-    return Evaluation(findings=list(chosen), auroc=auroc, positives=positives, negatives=negatives)
+    return Evaluation(
+        findings=list(chosen),
+        auroc=auroc,
+        positives=positives,
+        negatives=negatives,
+        detection=detection,
+        gate_metric=gate_metric,
+    )
 
 
 # ---- helpers -------------------------------------------------------------------------------------

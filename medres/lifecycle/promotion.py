@@ -58,6 +58,8 @@ EXIT_REFUSED = 3  # `medres promote` exit status for a refusal, distinct from er
 MAX_STORED_TEXT = 5000
 
 Action = Literal["promote", "refuse", "rollback"]
+METRIC_LABELS = {"auroc": "AUROC", "cpm": "CPM", "sens_at_1fp": "sensitivity at 1 FP/image", "map_0.1": "mAP@0.1",
+                 "map_0.5": "mAP@0.5"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,10 @@ class Gates:
     more than that from sampling alone, so small sets need a wider margin (or more held-out data).
 
     Args:
-        min_macro_auroc: The candidate's macro AUROC (mean over findings with both classes) must reach this.
+        metric: What the gates compare: ``auroc`` (any model), or for lesion detectors ``cpm`` (LUNA16's mean FROC
+            sensitivity), ``sens_at_1fp``, ``map_0.1`` or ``map_0.5``.
+        min_macro_auroc: The candidate's macro value of ``metric`` (mean over judged findings) must reach this (the
+            name is the default metric's).
         non_inferiority_margin: For every finding shared with the champion and judged on the held-out data, the
             candidate's AUROC must be at least the champion's minus this margin.
         finding_margins: Per-finding margins that replace ``non_inferiority_margin`` for the findings they name.
@@ -78,6 +83,7 @@ class Gates:
 
     min_macro_auroc: float = 0.5
     non_inferiority_margin: float = 0.02
+    metric: Literal["auroc", "cpm", "sens_at_1fp", "map_0.1", "map_0.5"] = "auroc"
     finding_margins: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -178,10 +184,11 @@ class PromotionDecision:
         by_gate = {check.gate: check for check in self.checks}
         for finding in self.candidate.findings:
             row = [finding, str(self.candidate.positives[finding]), str(self.candidate.negatives[finding])]
-            row.append(_fmt(self.candidate.auroc[finding]))
+            row.append(_fmt(self.candidate.scores().get(finding, math.nan)))
             if self.champion is not None:
-                row.append(_fmt(self.champion.auroc.get(finding, math.nan)) if finding in self.champion.auroc else "—")
-                row.append(f"{self.gates.margin(finding):.3f}" if finding in self.champion.auroc else "")
+                theirs = self.champion.scores()
+                row.append(_fmt(theirs[finding]) if finding in theirs else "—")
+                row.append(f"{self.gates.margin(finding):.3f}" if finding in theirs else "")
             check = by_gate.get(f"non_inferiority:{finding}")
             row.append("" if check is None else ("pass" if check.passed else "FAIL"))
             table.add_row(*row)
@@ -220,13 +227,15 @@ def judge(candidate: Evaluation, champion: Evaluation | None, gates: Gates) -> l
     champion but no shared judged finding the candidate fails, since non-inferiority cannot be shown.
     """
     macro = candidate.macro
+    label = METRIC_LABELS[gates.metric]
     if math.isnan(macro):
-        checks = [GateCheck("min_macro_auroc", False, "no finding has positive and negative held-out labels")]
+        why = "has positive and negative held-out labels" if gates.metric == "auroc" else "has a held-out true box"
+        checks = [GateCheck("min_macro_auroc", False, f"no finding {why}")]
     else:
         passed = macro >= gates.min_macro_auroc
         relation = "≥" if passed else "<"
         checks = [
-            GateCheck("min_macro_auroc", passed, f"macro AUROC {macro:.4f} {relation} {gates.min_macro_auroc:.4f}")
+            GateCheck("min_macro_auroc", passed, f"macro {label} {macro:.4f} {relation} {gates.min_macro_auroc:.4f}")
         ]
     if champion is None:
         return checks
@@ -234,10 +243,11 @@ def judge(candidate: Evaluation, champion: Evaluation | None, gates: Gates) -> l
     if not compared:
         checks.append(GateCheck("non_inferiority", False, "no finding judged for both candidate and champion"))
     for finding in compared:
-        ours, theirs, margin = candidate.auroc[finding], champion.auroc[finding], gates.margin(finding)
+        ours, theirs = candidate.scores()[finding], champion.scores()[finding]
+        margin = gates.margin(finding)
         passed = ours >= theirs - margin
         relation = "≥" if passed else "<"
-        detail = f"{finding} AUROC {ours:.4f} {relation} champion {theirs:.4f} − {margin:.4f}"
+        detail = f"{finding} {label} {ours:.4f} {relation} champion {theirs:.4f} − {margin:.4f}"
         checks.append(GateCheck(f"non_inferiority:{finding}", passed, detail))
     return checks
 
@@ -276,7 +286,9 @@ def promote(
     candidate = load_model(f"models:/{name}/{version}", uri).package
     held_out = resolve_held_out(data, candidate)
     samples = load_held_out(held_out, candidate)
-    candidate_eval = evaluate_package(candidate, samples, held_out)
+    if gates.metric != "auroc" and not candidate.is_detector:
+        raise ValueError(f"--gates.metric={gates.metric}: models:/{name}/{version} is not a lesion detector")
+    candidate_eval = evaluate_package(candidate, samples, held_out, gate_metric=gates.metric)
     champion_eval, notes = None, []
     if champion_version is not None:
         champion = load_model(f"models:/{name}/{champion_version}", uri).package
@@ -294,7 +306,12 @@ def promote(
             )
         if champion.selection != candidate.selection:
             notes.append("selection differs: both models evaluated on the candidate's selected samples")
-        champion_eval = evaluate_package(champion, samples, held_out, findings=shared)
+        if champion.is_detector != candidate.is_detector:
+            raise ValueError(
+                f"models:/{name}/{version} and @{alias} (version {champion_version}): one is a lesion detector and the "
+                "other a classifier; compare them with --gates.metric auroc on separate registered names"
+            )
+        champion_eval = evaluate_package(champion, samples, held_out, findings=shared, gate_metric=gates.metric)
     decision = PromotionDecision(
         name=name,
         candidate_version=version,

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from monai.data import MetaTensor
 from torch.utils.data import Dataset
 
+from medres.data.box_transforms import BOX_KEY, BOX_LABEL_KEY, box_eval_transforms
 from medres.data.transforms import IMAGE_KEY, Preprocessing, eval_transforms
 from medres.dicom import DicomErrorKind, DicomReadError
 from medres.scoring.samples import ScoringSample, ledger_row
@@ -60,13 +62,19 @@ class ScoringDataset(Dataset[dict[str, Any]]):
     Args:
         root: The input folder (ledger paths are relative to it).
         samples: What to score (see :func:`medres.scoring.samples.plan_scoring`).
-        preprocessing: The model package's preprocessing (the same pipeline training evaluated with).
+        preprocessing: The package's preprocessing (the same pipeline training evaluated with).
+        keep_geometry: Run the detection chain (:func:`medres.data.box_transforms.box_eval_transforms`, the same
+            image steps with metadata kept) and give each item ``geometry``: the network input's affine and the
+            stored image's, with which a detection model's boxes map back to stored pixels.
     """
 
-    def __init__(self, root: Path, samples: Sequence[ScoringSample], preprocessing: Preprocessing) -> None:
+    def __init__(
+        self, root: Path, samples: Sequence[ScoringSample], preprocessing: Preprocessing, keep_geometry: bool = False
+    ) -> None:
         self.root = root
         self.samples = list(samples)
-        self.transform = eval_transforms(preprocessing)
+        self.keep_geometry = keep_geometry
+        self.transform = box_eval_transforms(preprocessing) if keep_geometry else eval_transforms(preprocessing)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -76,12 +84,18 @@ class ScoringDataset(Dataset[dict[str, Any]]):
 
     def load(self, sample: ScoringSample) -> dict[str, Any]:
         """Decode and preprocess one sample (any sample, not only this dataset's): an item as ``__getitem__``'s."""
+        data: dict[str, Any] = {IMAGE_KEY: sample.image}
+        if self.keep_geometry:  # the detection chain carries boxes; a scored image has none yet
+            data |= {BOX_KEY: np.zeros((0, 4), np.float32), BOX_LABEL_KEY: np.zeros(0, np.int64)}
         try:
-            image = self.transform({IMAGE_KEY: sample.image})[IMAGE_KEY]
+            image = self.transform(data)[IMAGE_KEY]
         except Exception as err:  # every failure becomes ledger rows; the run goes on
             return {"errors": failure_rows(sample, self.root, err)}
         tensor = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
-        return {"image": tensor, "identity": sample.identity, "files": len(sample.members)}
+        item = {"image": tensor, "identity": sample.identity, "files": len(sample.members)}
+        if self.keep_geometry and isinstance(image, MetaTensor):
+            item["geometry"] = (image.affine.numpy().copy(), np.asarray(image.meta["original_affine"]).copy())
+        return item
 
 
 def collate_scoring(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -93,4 +107,6 @@ def collate_scoring(items: list[dict[str, Any]]) -> dict[str, Any]:
         "rows": [item["identity"] for item in ok],
         "files": sum(item["files"] for item in ok),  # input files these images stand for
         "errors": [row for item in items for row in item.get("errors", [])],
+        # Detection models: (network affine, stored affine) per scorable image.
+        "geometry": [item["geometry"] for item in ok if "geometry" in item],
     }

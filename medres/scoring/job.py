@@ -4,13 +4,14 @@ Layout for ``--output preds.parquet``::
 
     preds.parquet/part-00000000.parquet          prediction rows of chunk 0 (a Parquet dataset folder)
     preds.errors.parquet/part-00000000.parquet   error-ledger rows of chunk 0
+    preds.boxes.parquet/part-00000000.parquet    box rows of chunk 0 (lesion-detection models only)
     preds.studies.parquet                        one row per study (written when the job is complete)
     .preds.parquet.job/job.json                  what the job is: input, model, version, chunking
     .preds.parquet.job/done/00000000.json        chunk 0 is committed: its file-list hash and counts
     .preds.parquet.job/walk.json                 how many chunks and files discovery found
 
 ``pd.read_parquet("preds.parquet")`` reads the predictions as one table (pyarrow skips the hidden temporary
-names). A chunk's two parts are written to hidden temporary names and renamed (atomic on POSIX), then its
+names). A chunk's parts are written to hidden temporary names and renamed (atomic on POSIX), then its
 done marker is renamed into place: the marker is the commit. A chunk without a marker is scored again and its
 parts overwritten under the same names, so a kill at any moment neither loses nor duplicates a row.
 """
@@ -34,6 +35,11 @@ JOB_FORMAT = 1
 def errors_dir_for(output: Path) -> Path:
     """The error-ledger dataset beside ``output``: ``preds.parquet`` → ``preds.errors.parquet``."""
     return output.with_suffix(".errors.parquet")
+
+
+def boxes_dir_for(output: Path) -> Path:
+    """The box-row dataset beside ``output`` (detection models): ``preds.parquet`` → ``preds.boxes.parquet``."""
+    return output.with_suffix(".boxes.parquet")
 
 
 def studies_path_for(output: Path) -> Path:
@@ -83,6 +89,7 @@ class ScoringJob:
     def __init__(self, output: Path, identity: dict[str, Any]) -> None:
         self.output = output
         self.errors = errors_dir_for(output)
+        self.boxes = boxes_dir_for(output)
         self.studies = studies_path_for(output)
         self.folder = job_dir_for(output)
         self.done = self.folder / "done"
@@ -94,12 +101,12 @@ class ScoringJob:
         Raises:
             ValueError: ``output`` is a file (the pre-parts format), or holds a different job and ``resume`` is set.
         """
-        for path in (self.output, self.errors):
+        for path in (self.output, self.errors, self.boxes):
             if path.is_file():
                 raise ValueError(f"--output {self.output}: {path} is a file; scoring writes a folder of parts there")
         job_file = self.folder / "job.json"
         if not resume:
-            for path in (self.output, self.errors, self.folder):
+            for path in (self.output, self.errors, self.boxes, self.folder):
                 shutil.rmtree(path, ignore_errors=True)
             self.studies.unlink(missing_ok=True)
         elif job_file.is_file():
@@ -132,13 +139,19 @@ class ScoringJob:
         prediction_schema: pa.Schema,
         ledger: list[dict[str, Any]],
         ledger_schema: pa.Schema,
+        boxes: list[dict[str, Any]] | None = None,
+        box_schema: pa.Schema | None = None,
     ) -> None:
-        """Write the chunk's parts (even empty ones: every part carries the schema) and then its marker."""
+        """Write the chunk's parts (even empty ones: every part carries the schema) and then its marker.
+
+        A detection model's box rows (``box_schema`` given) are a third part, committed by the same marker.
+        """
         name = _part_name(record.chunk)
-        for folder, rows, schema in (
-            (self.output, predictions, prediction_schema),
-            (self.errors, ledger, ledger_schema),
-        ):
+        parts = [(self.output, predictions, prediction_schema), (self.errors, ledger, ledger_schema)]
+        if box_schema is not None:
+            self.boxes.mkdir(parents=True, exist_ok=True)
+            parts.append((self.boxes, boxes or [], box_schema))
+        for folder, rows, schema in parts:
             tmp = folder / f".{name}.tmp"
             pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
             os.replace(tmp, folder / name)

@@ -67,6 +67,8 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from medres.data.box_transforms import boxes_to_stored_pixels
+from medres.models.detector import BOX, LABEL, SCORES, detect
 from medres.models.inference import probabilities
 from medres.package import ModelPackage, probability_column
 from medres.scoring.discovery import Chunk, count_inputs, folder_chunks, manifest_chunks, plan_chunks
@@ -76,7 +78,7 @@ from medres.scoring.samples import plan_scoring
 from medres.scoring.stream import ChunkStream
 from medres.scoring.studies import Aggregation, aggregate_studies
 from medres.scoring.summary import ScoreSummary
-from medres.scoring.writers import LEDGER_SCHEMA, N_INSTANCES, prediction_rows, prediction_schema
+from medres.scoring.writers import LEDGER_SCHEMA, N_INSTANCES, box_rows, box_schema, prediction_rows, prediction_schema
 from medres.tracking.registry import ResolvedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class _ScoringModule(pl.LightningModule):
     def __init__(self, package: ModelPackage, compile_network: bool = False) -> None:
         super().__init__()
         self.network = package.build_model()
+        self.detector = package.is_detector
         self.num_findings = len(package.findings)
         self.spatial_dims = package.preprocessing.spatial_dims
         self.compile_network = compile_network
@@ -104,9 +107,26 @@ class _ScoringModule(pl.LightningModule):
         images = batch["image"]
         if self.channels_last and len(batch["rows"]):
             images = images.contiguous(memory_format=torch.channels_last)
+        if self.detector:
+            return self._detect(batch, images)
         # (n_ok, F); a batch whose files all went to the ledger has no image to run
         probs = probabilities(self.network, images) if batch["rows"] else torch.zeros((0, self.num_findings))
         return {**{k: v for k, v in batch.items() if k != "image"}, "probs": probs.cpu()}
+
+    def _detect(self, batch: dict[str, Any], images: torch.Tensor) -> dict[str, Any]:
+        """Boxes per image, mapped back to stored pixels; each finding's image probability is its top box score."""
+        outputs = detect(self.network, images) if batch["rows"] else []  # type: ignore[arg-type]
+        probs = torch.zeros((len(outputs), self.num_findings))
+        detections = []
+        for i, (output, (network_affine, stored_affine)) in enumerate(zip(outputs, batch["geometry"], strict=True)):
+            labels, scores = output[LABEL].cpu().numpy(), output[SCORES].float().cpu().numpy()
+            stored = boxes_to_stored_pixels(output[BOX].float().cpu(), network_affine, stored_affine)
+            for f in range(self.num_findings):
+                if (labels == f).any():
+                    probs[i, f] = float(scores[labels == f].max())
+            detections.append((stored, labels, scores))
+        rest = {k: v for k, v in batch.items() if k not in ("image", "geometry")}
+        return {**rest, "probs": probs, "detections": detections}
 
 
 class _ChunkWriter(BasePredictionWriter):
@@ -119,8 +139,11 @@ class _ChunkWriter(BasePredictionWriter):
         self.stream = stream
         self.progress = progress
         self.schema = prediction_schema(model.package.findings, series=model.package.preprocessing.spatial_dims == 3)
+        dims = model.package.preprocessing.spatial_dims
+        self.box_schema = box_schema(dims) if model.package.is_detector else None
         # chunk → (prediction rows, ledger rows, [files scored, slices seen]) until its last slice comes
         self.pending: dict[int, tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]] = {}
+        self.pending_boxes: dict[int, list[dict[str, Any]]] = {}
         self.bar: tqdm[Any] | None = None
         self.total: list[int | None] = [None]
 
@@ -156,6 +179,19 @@ class _ChunkWriter(BasePredictionWriter):
             self.model.version,
         )
         ledger += prediction["errors"]
+        if self.box_schema is not None:
+            boxes = self.pending_boxes.setdefault(prediction["chunk"], [])
+            for identity, (corners, labels, scores) in zip(prediction["rows"], prediction["detections"], strict=True):
+                boxes += box_rows(
+                    identity,
+                    corners,
+                    labels,
+                    scores,
+                    package.findings,
+                    package.thresholds,
+                    self.model.name,
+                    self.model.version,
+                )
         seen[0] += prediction["files"]
         seen[1] += 1
         if seen[1] == prediction["slices"]:  # a chunk's slices may come from several workers, in any order
@@ -177,7 +213,8 @@ class _ChunkWriter(BasePredictionWriter):
             dict(kinds),
             rank=self.stream.rank,
         )
-        self.job.commit(record, predictions, self.schema, ledger, LEDGER_SCHEMA)
+        boxes = self.pending_boxes.pop(chunk, [])
+        self.job.commit(record, predictions, self.schema, ledger, LEDGER_SCHEMA, boxes, self.box_schema)
         if self.bar is not None:
             if self.total[0] is not None and self.bar.total is None:  # per rank: its share of the job
                 self.bar.total = -(-self.total[0] // self.world_size)
@@ -287,10 +324,17 @@ def score_archive(
     if manifest is not None and spatial_dims == 3:
         raise ValueError(f"--manifest {manifest}: a 3D package plans series from the folder; leave --manifest out")
     job = open_job(output, input_dir, manifest, resolved, chunk_files, resume)
-    exclude = outputs_inside(input_dir, [output, job.errors, job.studies])
+    exclude = outputs_inside(input_dir, [output, job.errors, job.boxes, job.studies])
     chunks = chunk_source(input_dir, manifest, exclude, package, chunk_files, num_workers, progress)
     stream = ChunkStream(
-        input_dir, chunks, job, spatial_dims, package.selection, package.preprocessing, batch_size=batch_size
+        input_dir,
+        chunks,
+        job,
+        spatial_dims,
+        package.selection,
+        package.preprocessing,
+        batch_size=batch_size,
+        keep_geometry=package.is_detector,
     )
     writer = _ChunkWriter(resolved, job, stream, progress)
     if progress:

@@ -14,6 +14,7 @@ package needs the series' geometry, so it refuses them too.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,17 +26,20 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
+from medres.data.box_transforms import BOX_KEY, BOX_LABEL_KEY, box_eval_transforms, boxes_to_stored_pixels
 from medres.data.keys import patient_key_salt
 from medres.data.manifest import read_manifest_row
 from medres.data.selection import select
 from medres.data.transforms import IDENTITY_COLUMNS, IMAGE_KEY, LoadDicomd, eval_transforms
 from medres.dicom import DicomErrorKind, DicomReadError
+from medres.models.detector import BOX, LABEL, SCORES, detect
 from medres.models.inference import predict_probabilities
 from medres.package import ModelPackage, finding_column, probability_column
 from medres.scoring.dataset import PREPROCESSING_ERROR, SERIES_ERROR, failure_rows
 from medres.scoring.samples import ScoringSample, plan_scoring
+from medres.scoring.writers import box_rows
 from medres.tracking.defaults import disable_telemetry
-from medres.tracking.pyfunc import ERROR_COLUMN, PACKAGE_ARTIFACT, PATH_COLUMN, PIXELS_COLUMN
+from medres.tracking.pyfunc import BOXES_COLUMN, ERROR_COLUMN, PACKAGE_ARTIFACT, PATH_COLUMN, PIXELS_COLUMN
 
 BAD_INPUT = "bad_input"  # a request row that names no usable input (the ledger kinds are about files)
 BATCH_SIZE = 32  # images (2D) or volumes (3D) per forward pass
@@ -67,7 +71,11 @@ class MedresPyfuncModel(PythonModel):
         disable_telemetry()  # a serving process must not phone home either
         self.package = ModelPackage.load(Path(context.artifacts[PACKAGE_ARTIFACT]))
         self.network = self.package.build_model()
-        self.transform = eval_transforms(self.package.preprocessing)
+        # A detector's chain keeps the image geometry (its boxes map back to stored pixels with it).
+        preprocessing = self.package.preprocessing
+        self.transform = (
+            box_eval_transforms(preprocessing) if self.package.is_detector else eval_transforms(preprocessing)
+        )
         steps = list(self.transform.transforms)
         # Arrays enter the same pipeline after its read step; checked so a reordered preset fails loudly here.
         if self.package.preprocessing.spatial_dims == 2 and not isinstance(steps[0], LoadDicomd):
@@ -91,9 +99,31 @@ class MedresPyfuncModel(PythonModel):
             torch.stack([prepared[i] for i in ok[start : start + BATCH_SIZE]])  # type: ignore[misc]  # (B, C, *spatial)
             for start in range(0, len(ok), BATCH_SIZE)
         )
+        errors = [item.error if isinstance(item, _Failed) else None for item in prepared]
+        if self.package.is_detector:
+            boxes: list[str | None] = [None] * len(prepared)
+            for start in range(0, len(ok), BATCH_SIZE):
+                rows = ok[start : start + BATCH_SIZE]
+                images = [prepared[i] for i in rows]
+                outputs = detect(self.network, torch.stack([torch.as_tensor(im) for im in images]))  # type: ignore[arg-type]
+                for i, image, output in zip(rows, images, outputs, strict=True):
+                    probs[i], boxes[i] = self._boxes(image, output)  # type: ignore[arg-type]
+            frame = self._frame(probs, errors)
+            frame.insert(len(frame.columns) - 1, BOXES_COLUMN, pd.Series(boxes, dtype="string"))
+            return frame
         if ok:
             probs[ok] = predict_probabilities(self.network, batches).double().numpy()
-        return self._frame(probs, [item.error if isinstance(item, _Failed) else None for item in prepared])
+        return self._frame(probs, errors)
+
+    def _boxes(self, image: MetaTensor, output: dict[str, torch.Tensor]) -> tuple[np.ndarray, str]:
+        """A detector's row: top box score per finding, and its boxes in stored pixels as JSON (score order)."""
+        labels, scores = output[LABEL].cpu().numpy(), output[SCORES].float().cpu().numpy()
+        stored = boxes_to_stored_pixels(output[BOX].float().cpu(), image.affine, image.meta["original_affine"])
+        findings, thresholds = self.package.findings, self.package.thresholds
+        top = np.array([float(scores[labels == f].max()) if (labels == f).any() else 0.0 for f in range(len(findings))])
+        rows = box_rows({}, stored, labels, scores, findings, thresholds, "", "")
+        keep = ("finding", "score", "call", "x_min", "y_min", "x_max", "y_max")
+        return top, json.dumps([{k: row[k] for k in keep} for row in rows])
 
     # ---- one request row → network input or failure --------------------------------------------------
     def _prepare(self, path: Any, pixels: Any) -> torch.Tensor | _Failed:
@@ -148,7 +178,7 @@ class MedresPyfuncModel(PythonModel):
     def _load(self, sample: ScoringSample, root: Path, file: str | None) -> torch.Tensor | _Failed:
         """Preprocess a sample; a failure gets the ledger row ``medres score`` would write for ``file``."""
         try:
-            image = self.transform({IMAGE_KEY: sample.image})[IMAGE_KEY]
+            image = self.transform(self._inputs(sample.image))[IMAGE_KEY]
         except Exception as err:  # every failure becomes the row's error, as in the scoring ledger
             rows = failure_rows(sample, root, err)
             # The row of the file asked about, else the series' own cause rather than a sibling's "series_error".
@@ -156,6 +186,18 @@ class MedresPyfuncModel(PythonModel):
                 (r for r in rows if r["kind"] != SERIES_ERROR), rows[0]
             )
             return _error(str(row["kind"]), str(row["message"]))
+        return self._network_input(image)
+
+    def _inputs(self, image: Any) -> dict[str, Any]:
+        """The transform's input dict; a detector's chain carries (no) boxes beside the image."""
+        if not self.package.is_detector:
+            return {IMAGE_KEY: image}
+        return {IMAGE_KEY: image, BOX_KEY: np.zeros((0, 4), np.float32), BOX_LABEL_KEY: np.zeros(0, np.int64)}
+
+    def _network_input(self, image: Any) -> torch.Tensor:
+        """A plain tensor for a classifier; a detector keeps the MetaTensor and so its affines."""
+        if self.package.is_detector and isinstance(image, MetaTensor):
+            return image
         return image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
 
     def _from_pixels(self, pixels: Any) -> torch.Tensor | _Failed:
@@ -171,11 +213,17 @@ class MedresPyfuncModel(PythonModel):
             return _error(BAD_INPUT, f"pixels: not a (rows, columns) array of numbers: {err}")
         if array.ndim != 2 or min(array.shape) < 1:
             return _error(BAD_INPUT, f"pixels: expected a (rows, columns) array, got shape {array.shape}")
+        pixels_in: Any = torch.from_numpy(array)[None]  # (1, rows, cols)
+        if self.package.is_detector:
+            # The array's own pixel grid stands for the stored image: identity affines, so boxes come back in its
+            # (column, row) pixel edges as a file's come back in its stored pixels.
+            eye = torch.eye(3, dtype=torch.float64)
+            pixels_in = MetaTensor(pixels_in, affine=eye, meta={"original_affine": eye.numpy()})
         try:
-            image = self.array_transform({IMAGE_KEY: torch.from_numpy(array)[None]})[IMAGE_KEY]  # (1, rows, cols)
+            image = self.array_transform(self._inputs(pixels_in))[IMAGE_KEY]
         except Exception as err:  # as _load: the row fails, the request goes on
             return _error(PREPROCESSING_ERROR, f"{type(err).__name__}: {err}".splitlines()[0])
-        return image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+        return self._network_input(image)
 
     # ---- output ---------------------------------------------------------------------------------------
     def _frame(self, probs: np.ndarray, errors: list[str | None]) -> pd.DataFrame:

@@ -89,6 +89,7 @@ class ChunkStream(IterableDataset[dict[str, Any]]):
         selection: The package's selection rules.
         preprocessing: The package's preprocessing.
         batch_size: Files (2D) or volumes (3D) per batch.
+        keep_geometry: Keep each image's affines (a detection model's boxes are mapped back with them).
     """
 
     def __init__(
@@ -100,13 +101,14 @@ class ChunkStream(IterableDataset[dict[str, Any]]):
         selection: SeriesSelection,
         preprocessing: Preprocessing,
         batch_size: int,
+        keep_geometry: bool = False,
     ) -> None:
         self.root = root
         self.chunks = chunks
         self.job = job
         self.spatial_dims = spatial_dims
         self.selection = selection
-        self.loader = SliceLoader(root, selection, preprocessing)
+        self.loader = SliceLoader(root, selection, preprocessing, keep_geometry)
         self.batch_size = batch_size
         self.rank, self.world_size = 0, 1  # set per rank once the strategy knows them (see score.py)
 
@@ -180,12 +182,15 @@ class SliceLoader:
         root: The input folder.
         selection: The package's selection rules.
         preprocessing: The package's preprocessing.
+        keep_geometry: Keep each image's affines (for a detection model's boxes).
     """
 
-    def __init__(self, root: Path, selection: SeriesSelection, preprocessing: Preprocessing) -> None:
+    def __init__(
+        self, root: Path, selection: SeriesSelection, preprocessing: Preprocessing, keep_geometry: bool = False
+    ) -> None:
         self.root = root
         self.selection = selection
-        self.dataset = ScoringDataset(root, [], preprocessing)
+        self.dataset = ScoringDataset(root, [], preprocessing, keep_geometry)
         self.salt = patient_key_salt()
 
     def load(self, piece: Chunk) -> dict[str, Any]:

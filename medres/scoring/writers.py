@@ -77,6 +77,64 @@ def prediction_rows(
     return rows
 
 
+BOX_CORNERS = {2: ("x_min", "y_min", "x_max", "y_max"), 3: ("x_min", "y_min", "z_min", "x_max", "y_max", "z_max")}
+
+
+def box_schema(spatial_dims: int) -> pa.Schema:
+    """Box rows of a detection model: one per predicted box (see docs/design.md, "Box rows").
+
+    2D corners are stored-pixel edges of the image (column, row; the box CSV's convention), 3D corners patient LPS
+    millimetres. ``box`` numbers the boxes of one image or series by descending score; ``call`` is
+    ``score ≥`` the finding's box threshold.
+    """
+    fields = [(name, pa.string()) for name in IDENTITY_COLUMNS]
+    fields += [("finding", pa.string()), ("box", pa.int32()), ("score", pa.float32()), ("call", pa.bool_())]
+    fields += [(corner, pa.float32()) for corner in BOX_CORNERS[spatial_dims]]
+    fields += [("model_name", pa.string()), ("model_version", pa.string())]
+    return pa.schema(fields)
+
+
+def box_rows(
+    identity: dict[str, Any],
+    boxes: Any,
+    labels: Any,
+    scores: Any,
+    findings: Sequence[str],
+    thresholds: Sequence[float],
+    model_name: str,
+    model_version: str,
+) -> list[dict[str, Any]]:
+    """Box rows (see :func:`box_schema`) of one image or series.
+
+    Args:
+        identity: The image's ``path`` and UIDs.
+        boxes: ``(K, 4)`` or ``(K, 6)`` corners in the output convention (stored pixels or LPS mm).
+        labels: ``(K,)`` finding indices.
+        scores: ``(K,)`` scores.
+        findings: Finding names.
+        thresholds: Box threshold per finding.
+        model_name: Registered name (or checkpoint file name).
+        model_version: Registry version (or ``checkpoint``).
+    """
+    corners = BOX_CORNERS[len(boxes[0]) // 2] if len(boxes) else ()
+    order = sorted(range(len(scores)), key=lambda k: -float(scores[k]))
+    rows = []
+    for rank, k in enumerate(order):
+        finding = int(labels[k])
+        row = {key: identity.get(key) for key in IDENTITY_COLUMNS}
+        row.update(
+            finding=findings[finding],
+            box=rank,
+            score=float(scores[k]),
+            call=bool(float(scores[k]) >= thresholds[finding]),
+            model_name=model_name,
+            model_version=model_version,
+        )
+        row.update({corner: float(value) for corner, value in zip(corners, boxes[k], strict=True)})
+        rows.append(row)
+    return rows
+
+
 class ParquetStream:
     """Appends row groups to ``path`` as they come; the file appears complete or not at all.
 

@@ -57,9 +57,9 @@ class LesionDetection(pl.LightningModule):
     Args:
         findings: Finding names, in box-label index order (linked from the data).
         preprocessing: The data module's preprocessing (linked; its ``spatial_dims`` and ``in_channels`` size the net).
-        selection: The data module's selection (linked); saved into packages so scoring picks the same images.
         backbone: A registered medres ResNet (``resnet18``, ...), as for classification.
         backbone_args: Overrides of the backbone's arguments (``widths``, ``stem``, ...).
+        selection: The data module's selection (linked); saved into packages so scoring picks the same images.
         returned_stages: 1-based ResNet stages feeding the feature pyramid (finest first).
         fpn_channels: Channels of every pyramid level.
         anchor_shapes: Base anchor shapes in input pixels (one per anchor, ``spatial_dims`` sizes each) at the
@@ -82,9 +82,9 @@ class LesionDetection(pl.LightningModule):
         self,
         findings: list[str],
         preprocessing: Preprocessing | None = None,
-        selection: SeriesSelection | None = None,
         backbone: str = "resnet18",
         backbone_args: dict[str, Any] | None = None,
+        selection: SeriesSelection | None = None,
         returned_stages: Sequence[int] = (1, 2),
         fpn_channels: int = 64,
         anchor_shapes: Sequence[Sequence[int]] = ((8, 8), (12, 16), (16, 12), (24, 24)),
@@ -96,7 +96,7 @@ class LesionDetection(pl.LightningModule):
         detections_per_image: int = 50,
         hit_kind: Literal["iou", "centre"] = "iou",
         hit_iou: float = 0.1,
-        threshold_fp_rate: float = 1.0,
+        threshold_fp_rate: float = 0.25,
         bootstrap_resamples: int = 200,
         optimizer: OptimizerCallable = _default_optimizer,
         scheduler: LRSchedulerCallable | None = None,

@@ -38,7 +38,7 @@ def log_model_package(
             name=MODEL_ARTIFACT,
             python_model=str(MODEL_CODE),
             artifacts={PACKAGE_ARTIFACT: str(package_dir)},
-            signature=model_signature(package.findings),
+            signature=model_signature(package.findings, boxes=package.is_detector),
             # Given explicitly: inferring them would import-trace the model, slow and network-prone.
             pip_requirements=[f"medres=={medres.__version__}"],
             metadata={"medres": {k: v for k, v in package.contract().items() if k != "training_config"}},

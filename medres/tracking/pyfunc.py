@@ -36,12 +36,14 @@ PACKAGE_ARTIFACT = "package"
 PATH_COLUMN = "path"
 PIXELS_COLUMN = "pixels"
 ERROR_COLUMN = "error"
+# A lesion detector's boxes per row: a JSON list of {finding, score, call, x_min, y_min, x_max, y_max} (stored pixels).
+BOXES_COLUMN = "boxes"
 # The models-from-code file MLflow copies into each logged model and runs to load it. A file path, not an import:
 # the model class lives in the scoring stage, above tracking, and only the file's text travels with the model.
 MODEL_CODE = Path(__file__).parents[1] / "scoring" / "pyfunc_model.py"
 
 
-def model_signature(findings: Sequence[str]) -> ModelSignature:
+def model_signature(findings: Sequence[str], boxes: bool = False) -> ModelSignature:
     """Inputs: optional ``path`` and ``pixels`` columns. Outputs: probability and call per finding, and ``error``."""
     inputs = Schema(
         [
@@ -51,5 +53,7 @@ def model_signature(findings: Sequence[str]) -> ModelSignature:
     )
     outputs: list[ColSpec | TensorSpec] = [ColSpec(DataType.double, probability_column(f)) for f in findings]
     outputs += [ColSpec(DataType.boolean, finding_column(f)) for f in findings]
+    if boxes:
+        outputs.append(ColSpec(DataType.string, BOXES_COLUMN, required=False))
     outputs.append(ColSpec(DataType.string, ERROR_COLUMN, required=False))
     return ModelSignature(inputs=inputs, outputs=Schema(outputs))

@@ -89,3 +89,22 @@ def test_bootstrap_draws_whole_patients() -> None:
         assert ci.low[name] < ci.high[name]  # three patients with different outcomes: the interval has width
     with pytest.raises(ValueError, match="one key per image"):
         detection_bootstrap_ci(images, groups=["p1"])
+
+
+def test_threshold_at_fp_rate_worked_by_hand() -> None:
+    # Two images. Image 1: a lesion hit at 0.9, false positives at 0.8 and 0.3. Image 2: false positive at 0.6.
+    from medres.evaluation.detection_metrics import threshold_at_fp_rate
+
+    lesion = [0, 0, 10, 10]
+    far = [50, 50, 60, 60]
+    images = [
+        ImageBoxes(np.array([lesion]), np.array([lesion, far, far]), np.array([0.9, 0.8, 0.3])),
+        ImageBoxes(np.zeros((0, 4)), np.array([far]), np.array([0.6])),
+    ]
+    # FPs per image by threshold: 0.9 → 0, 0.8 → 0.5, 0.6 → 1.0, 0.3 → 1.5.
+    assert threshold_at_fp_rate(images, 0.0) == 0.9
+    assert threshold_at_fp_rate(images, 0.5) == 0.8
+    assert threshold_at_fp_rate(images, 1.0) == 0.6
+    assert threshold_at_fp_rate(images, 2.0) == 0.3
+    with pytest.raises(ValueError, match="≥ 0"):
+        threshold_at_fp_rate(images, -1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from functools import partial
 
 import numpy as np
@@ -11,6 +12,8 @@ import torch
 
 from medres.data.box_transforms import BOX_KEY, BOX_LABEL_KEY
 from medres.data.transforms import IMAGE_KEY, Preprocessing
+from medres.models.detector import detect
+from medres.package import ModelPackage
 from medres.tasks.lesions import LesionDetection
 
 TINY = {"widths": [8, 16, 32, 64], "stem_width": 8}
@@ -73,7 +76,7 @@ def test_learns_to_find_boxes() -> None:
     model.eval()
     held_out = _batch(100, n=8)
     with torch.no_grad():
-        model._collect("val", held_out)
+        model._collect("val", held_out, 0)
     metrics = model.epoch_metrics("val")
     # Held-out images: the detector finds most squares and bars at one false positive per image.
     assert metrics["val/sens_at_1fp"] >= 0.6, metrics
@@ -86,3 +89,45 @@ def test_anchor_shapes_must_match_the_dimensions() -> None:
     with pytest.raises(ValueError, match="anchor_shapes: every shape needs 2 sizes"):
         LesionDetection(["a"], Preprocessing(spatial_dims=2, spatial_size=(64, 64)), "resnet10", TINY,
                         anchor_shapes=((8, 8, 8),))  # fmt: skip
+
+
+def test_detector_package_round_trip_gives_the_same_boxes(tmp_path) -> None:
+    torch.manual_seed(1)
+    model = _model().eval()
+    model.thresholds = [0.3, 0.4]
+    directory = model.to_package().save(tmp_path / "pkg")
+    contract = json.loads((directory / "package.json").read_text())
+    assert contract["format_version"] == 3 and contract["detector"]["anchor_shapes"] == [[12, 12], [6, 16], [16, 6]]
+    assert contract["thresholds"] == [0.3, 0.4]
+    package = ModelPackage.load(directory)
+    assert package.is_detector and package.detector == model.spec
+    network = package.build_model()
+    images = _batch(5, n=2)[IMAGE_KEY]
+    for theirs, ours in zip(detect(network, images), model(images), strict=True):
+        torch.testing.assert_close(theirs["box"], ours["box"])
+        torch.testing.assert_close(theirs["label_scores"], ours["label_scores"])
+
+
+def test_checkpoint_embeds_the_detector_contract(tmp_path) -> None:
+    model = _model()
+    model.thresholds = [0.5, 0.6]
+    checkpoint = {"state_dict": model.state_dict()}
+    model.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "x.ckpt")
+    package = ModelPackage.from_checkpoint(tmp_path / "x.ckpt")
+    assert package.is_detector and package.thresholds == [0.5, 0.6] and package.threshold_fp_rate == 0.25
+    reloaded = package.build_model()
+    for name, tensor in model.detector.network.state_dict().items():
+        torch.testing.assert_close(reloaded.network.state_dict()[name], tensor)
+
+
+def test_a_classifier_package_is_not_a_detector(tmp_path) -> None:
+    package = ModelPackage.load(_classifier_package(tmp_path))
+    assert not package.is_detector and package.detector is None
+
+
+def _classifier_package(tmp_path):
+    from medres.tasks.detection import MultiLabelDetection
+
+    module = MultiLabelDetection(["x", "y"], Preprocessing(spatial_dims=2, spatial_size=(32, 32)), backbone="resnet20")
+    return module.to_package().save(tmp_path / "cls")
