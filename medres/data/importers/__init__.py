@@ -12,12 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from medres.data.importers.common import ImportSummary
+from medres.data.importers.luna16 import import_luna16
 from medres.data.importers.rsna import import_rsna_pneumonia
 from medres.data.importers.vindr import import_vindr_cxr
 
 IMPORTERS: dict[str, Callable[..., ImportSummary]] = {
     "rsna-pneumonia": import_rsna_pneumonia,
     "vindr-cxr": import_vindr_cxr,
+    "luna16": import_luna16,
 }
 
 
@@ -38,4 +40,11 @@ def import_labels(fmt: str, src: Path, out: Path, **options: object) -> ImportSu
     return IMPORTERS[fmt](Path(src), Path(out), **options)
 
 
-__all__ = ["IMPORTERS", "ImportSummary", "import_labels", "import_rsna_pneumonia", "import_vindr_cxr"]
+__all__ = [
+    "IMPORTERS",
+    "ImportSummary",
+    "import_labels",
+    "import_luna16",
+    "import_rsna_pneumonia",
+    "import_vindr_cxr",
+]
