@@ -145,7 +145,7 @@ def synth_luna16_command(
 
 
 def synth_mimic_cxr_command(out: Path, patients: int = 20, seed: int = 0, image_size: int = 128) -> None:
-    """Write a synthetic archive in the MIMIC-CXR-JPG/DICOM layout: files/pNN/pSUBJECT/sSTUDY/DICOM_ID.dcm and its CSVs.
+    """Write a synthetic archive in the MIMIC-CXR layout: files/pNN/pSUBJECT/sSTUDY/DICOM_ID.dcm and its CSVs.
 
     Args:
         out: Folder to create (empty or absent).
