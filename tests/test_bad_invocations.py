@@ -57,6 +57,8 @@ CASES = [
     (["synth", "chest-xray", "--out", "{w}/s", "--patients", "abc"], "patients"),
     (["synth", "mri", "--out", "{w}/s"], "mri"),
     (["synth", "ct", "--out", "{w}/s", "--slices", "-3"], "slices"),
+    (["synth", "luna16", "--out", "{w}/s", "--orientation", "oblique"], "orientation"),
+    (["labels", "import", "luna16", "{w}/missing", "--out", "{w}/l"], "annotations.csv"),
     (["evaluate", "--model", "models:/nope/1", "--data.root", "{w}/archive"], "--model models:/nope/1"),
     (["evaluate", "--model", "models:/nope/1"], "data.root"),
     (["promote", "--model", "nope", "--version", "1", "--data.root", "{w}/archive"], "nope"),

@@ -42,8 +42,9 @@ commands:
   fit | validate | test | predict   Lightning trainer commands (--config FILE ..., --print_config, --help)
   synth chest-xray                  write a synthetic chest X-ray archive
   synth ct                          write a synthetic chest CT archive (series)
-  synth rsna-pneumonia | vindr-cxr  write a synthetic archive in a public release's layout, true boxes included
-  labels import FORMAT SRC --out DIR   convert a public release's labels (rsna-pneumonia, vindr-cxr) to boxes
+  synth rsna-pneumonia | vindr-cxr | luna16 | mimic-cxr
+                                    write a synthetic archive in a public release's layout (true boxes or labels)
+  labels import FORMAT SRC --out DIR   convert a public release's labels (rsna-pneumonia, vindr-cxr, luna16, mimic-cxr)
   index ARCHIVE --out FILE          header-only manifest of an archive (streaming, resumable)
   qc MANIFEST_OR_ARCHIVE [--out F]  per-series report of what would fail in training or scoring
   score --model M --input DIR --output DIR    score every file under DIR (resumable; --devices 2 --strategy ddp)

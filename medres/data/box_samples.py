@@ -1,9 +1,12 @@
 """Detection samples: manifest rows joined to their (merged) boxes, and the batch collation the detector reads.
 
-A sample is ``{"image": <absolute path>, "boxes": (N, 4) float32 stored-pixel edges (column, row),
-"box_labels": (N,) int64 finding indices, "path": <relative path>}``; :mod:`medres.data.box_transforms`
-turns it into network input. Images the box file does not list are unknown and get no sample; listed
-images without a box are negatives with ``N = 0``.
+A 2D sample is ``{"image": <absolute path>, "boxes": (N, 4) float32 stored-pixel edges (column, row),
+"box_labels": (N,) int64 finding indices, "path": <relative path>}``. A 3D sample (series-keyed boxes) is one
+series: ``"image"`` its files' absolute paths in slice order (as :func:`medres.data.samples.series_sample`
+plans them, localizers and duplicates left out, the DataModule's 3D records' image), ``"boxes"`` ``(N, 6)``
+float32 patient LPS mm, ``"path"`` its first file, plus ``"SeriesInstanceUID"`` and ``"files"`` (relative).
+:mod:`medres.data.box_transforms` turns either into network input. Images (series) the box file does not list
+are unknown and get no sample; listed ones without a box are negatives with ``N = 0``.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ import torch
 
 from medres.data.box_transforms import BOX_KEY, BOX_LABEL_KEY
 from medres.data.boxes import FINDING, BoxLabels
+from medres.data.samples import series_sample
 from medres.data.transforms import IMAGE_KEY
 
 
 def box_samples(root: Path, manifest: pd.DataFrame, labels: BoxLabels, findings: Sequence[str]) -> list[dict[str, Any]]:
-    """One detection sample per manifest row whose key the (merged) box labels list.
+    """One detection sample per manifest row (2D) or series (3D) whose key the (merged) box labels list.
 
     Args:
         root: Archive root the manifest's relative paths start from.
@@ -31,12 +35,14 @@ def box_samples(root: Path, manifest: pd.DataFrame, labels: BoxLabels, findings:
         findings: Finding names in label-index order; boxes of other findings are left out.
 
     Raises:
-        ValueError: 3D (series-keyed) boxes, or a key column the manifest lacks.
+        ValueError: A key column the manifest lacks.
+        DicomReadError: 3D: a listed series that cannot become a volume (run selection first, as the
+            DataModule does, to get it as a ledger row instead).
     """
-    if labels.spatial_dims != 2:
-        raise ValueError(f"{labels.source}: series-keyed (3D) boxes are not supported by detection samples yet")
     if labels.key not in manifest.columns:
         raise ValueError(f"{labels.source}: key column {labels.key!r} is not a manifest column")
+    if labels.spatial_dims == 3:
+        return _series_box_samples(Path(root), manifest, labels, findings)
     index = {finding: i for i, finding in enumerate(findings)}
     frame = labels.frame
     listed = set(frame[labels.key])
@@ -54,6 +60,37 @@ def box_samples(root: Path, manifest: pd.DataFrame, labels: BoxLabels, findings:
             classes = group[FINDING].map(index).to_numpy(np.int64)
         path = str(relative)
         samples.append({IMAGE_KEY: str(Path(root) / path), BOX_KEY: boxes, BOX_LABEL_KEY: classes, "path": path})
+    return samples
+
+
+def _series_box_samples(
+    root: Path, manifest: pd.DataFrame, labels: BoxLabels, findings: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One sample per listed series of the manifest, in SeriesInstanceUID order (the DataModule's series order)."""
+    index = {finding: i for i, finding in enumerate(findings)}
+    frame = labels.frame
+    listed = set(frame[labels.key])
+    boxed = frame[frame[FINDING].isin(index)]
+    by_key = {key: group for key, group in boxed.groupby(labels.key, sort=False)}
+    samples = []
+    for uid, rows in manifest[manifest[labels.key].isin(listed)].groupby(labels.key, sort=True):
+        sample = series_sample(rows, root)
+        group = by_key.get(uid)
+        boxes: np.ndarray = np.zeros((0, 6), np.float32)
+        classes: np.ndarray = np.zeros(0, np.int64)
+        if group is not None:
+            boxes = group[list(labels.corners)].to_numpy(np.float32)
+            classes = group[FINDING].map(index).to_numpy(np.int64)
+        samples.append(
+            {
+                IMAGE_KEY: [str(root / f) for f in sample.files],
+                BOX_KEY: boxes,
+                BOX_LABEL_KEY: classes,
+                "path": sample.files[0],
+                "SeriesInstanceUID": str(uid),
+                "files": list(sample.files),
+            }
+        )
     return samples
 
 

@@ -10,6 +10,20 @@ new image's index space (``AffineBoxToImageCoordinated``), the half pixel restor
 image (``ClipBoxToImaged``). Because both affines are kept in the image's metadata (``original_affine``,
 ``affine``), :func:`boxes_to_stored_pixels` maps a prediction back to the stored image exactly.
 
+3D: series boxes are patient LPS millimetres (:mod:`medres.data.boxes`), and the series reader's affine maps
+(slice, row, column) indices to RAS millimetres (:class:`medres.dicom.series.SeriesReader`, as MONAI's readers
+with ``affine_lps_to_ras``). A box enters as its eight corner points (``ConvertBoxToPoints``); the volume goes
+through every spatial step of the 3D path (RAS reorientation, resampling to ``target_spacing``, pad or crop);
+the points then go through the *final* image affine into network voxel indices (``ApplyTransformToPoints``
+with ``affine_lps_to_ras=True``, which flips the affine's x and y rows so LPS points meet an LPS affine), and
+the enclosing box of the eight (``ConvertPointsToBoxes``) is shifted by half a voxel to voxel edges and clipped
+to the volume. Mapping the points once through the final affine, rather than step by step through world
+and index space as the 2D chain does, keeps the box exact: MONAI's two-corner ``apply_affine_to_boxes`` is
+only exact for affines without rotation, and a tilted or oblique series has rotation between its voxel grid
+and the patient axes. For series whose axes follow the patient axes (axial, coronal, sagittal, any slice
+order), the map is a permutation, flip, scale and shift, and :func:`boxes_to_patient_mm` inverts it exactly;
+for an oblique series each direction returns the enclosing box, a little larger.
+
 Training augmentation moves boxes with albumentations' own box support (the 2D augmentation library of
 :class:`medres.data.transforms.Augmentation2D`), so image and boxes see the same random draw.
 """
@@ -30,7 +44,15 @@ from monai.apps.detection.transforms.dictionary import (
     StandardizeEmptyBoxd,
 )
 from monai.config import KeysCollection
-from monai.transforms import Compose, EnsureTyped, MapTransform, Randomizable
+from monai.transforms import (
+    ApplyTransformToPoints,
+    Compose,
+    ConvertBoxToPoints,
+    ConvertPointsToBoxes,
+    EnsureTyped,
+    MapTransform,
+    Randomizable,
+)
 
 from medres.data.transforms import IMAGE_KEY, Augmentation2D, Preprocessing, load_and_normalise
 
@@ -77,11 +99,12 @@ def box_load_and_normalise(
     boxes in its (row, column) pixel-edge coordinates, boxes left wholly outside the image removed with
     their labels.
 
-    Raises:
-        ValueError: For 3D preprocessing (series boxes are in patient millimetres: not built yet).
+    3D (``preprocessing.spatial_dims == 3``): ``image_key`` holds the series' file paths, ``box_key`` ``(N, 6)``
+    corners in patient LPS mm (``x_min, y_min, z_min, x_max, y_max, z_max``); the boxes come out in the
+    network volume's voxel edges, in its (x, y, z) = RAS axis order.
     """
-    if preprocessing.spatial_dims != 2:
-        raise ValueError("box transforms: only 2D preprocessing is supported so far (3D boxes are in patient mm)")
+    if preprocessing.spatial_dims == 3:
+        return _box_load_and_normalise_3d(preprocessing, image_key, box_key, label_key)
     steps = load_and_normalise(preprocessing, [image_key])
     load, spatial = steps[0], steps[1:]
     return [
@@ -96,6 +119,84 @@ def box_load_and_normalise(
         ShiftBoxd([box_key], 0.5),
         ClipBoxToImaged([box_key], label_keys=[label_key], box_ref_image_keys=image_key, remove_empty=True),
     ]
+
+
+def _box_load_and_normalise_3d(preprocessing: Preprocessing, image_key: str, box_key: str, label_key: str) -> list[Any]:
+    steps = load_and_normalise(preprocessing, [image_key])
+    return [
+        *steps,
+        EnsureTyped([box_key], dtype=torch.float64, track_meta=False),
+        PatientBoxToVoxeld([box_key], image_key),
+        ClipBoxToImaged([box_key], label_keys=[label_key], box_ref_image_keys=image_key, remove_empty=True),
+    ]
+
+
+class PatientBoxToVoxeld(MapTransform):
+    """Map ``(N, 6)`` patient LPS mm boxes onto the voxel edges of ``image_key``'s volume through its affine.
+
+    The image's affine maps voxel indices to RAS mm (the series reader's, carried through MONAI's spatial
+    transforms). The boxes' eight corners go through it with MONAI's point transforms, their enclosing box is
+    kept, and half a voxel is added so that voxel ``i`` spans ``[i, i + 1)``.
+    """
+
+    def __init__(self, keys: KeysCollection, image_key: str) -> None:
+        super().__init__(keys)
+        self.image_key = image_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Replace each key's mm boxes by voxel-edge boxes of the image."""
+        out = dict(data)
+        affine = out[self.image_key].affine
+        for key in self.key_iterator(out):
+            out[key] = torch.as_tensor(patient_mm_to_network(_numpy(out[key]), affine))
+        return out
+
+
+def _map_box_corners(boxes: np.ndarray, affine: torch.Tensor, invert: bool) -> np.ndarray:
+    """The enclosing boxes of ``(N, 6)`` boxes' eight corners mapped through a RAS ``affine`` (LPS points).
+
+    ``invert=True``: LPS mm → voxel indices (through the inverse affine); ``False``: voxel indices → LPS mm.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 6)
+    if not len(boxes):
+        return np.zeros((0, 6), np.float64)
+    points = ConvertBoxToPoints()(torch.as_tensor(boxes))  # (N, 8, 3): N "channels" of 8 points
+    # affine_lps_to_ras: the points are LPS, the affine RAS; MONAI flips the affine's x and y rows to meet them.
+    mapper = ApplyTransformToPoints(dtype=torch.float64, invert_affine=invert, affine_lps_to_ras=True)
+    with mapper.trace_transform(False):
+        mapped = mapper(torch.as_tensor(np.asarray(points), dtype=torch.float64), affine)
+    return np.asarray(_numpy(ConvertPointsToBoxes()(mapped)), dtype=np.float64)
+
+
+def patient_mm_to_network(
+    boxes: np.ndarray | Sequence[Sequence[float]], network_affine: np.ndarray | torch.Tensor
+) -> np.ndarray:
+    """Map ``(N, 6)`` boxes from patient LPS mm onto a volume's voxel edges (the forward map of 3D boxes).
+
+    Args:
+        boxes: ``x_min, y_min, z_min, x_max, y_max, z_max`` in patient LPS mm, the 3D box contract's corners.
+        network_affine: The volume's 4x4 index → RAS mm affine (``image.affine`` after the 3D chain).
+
+    Returns:
+        ``(N, 6)`` float64 corners in voxel edges along the volume's axes (voxel ``i`` spans ``[i, i + 1)``).
+    """
+    affine = torch.as_tensor(np.asarray(_numpy(network_affine), dtype=np.float64))
+    return _map_box_corners(np.asarray(boxes, dtype=np.float64), affine, invert=True) + 0.5
+
+
+def boxes_to_patient_mm(boxes: np.ndarray | torch.Tensor, network_affine: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Map ``(N, 6)`` boxes from a network volume's voxel edges back to patient LPS mm (the 3D box contract).
+
+    Args:
+        boxes: Boxes on the network input, as a 3D detector predicts them (voxel edges, the volume's axis order).
+        network_affine: The network volume's affine (``image.affine`` after :func:`box_eval_transforms`); the
+            world coordinates never change along the chain, so it is all the inverse needs.
+
+    Returns:
+        ``(N, 6)`` float64 ``x_min, y_min, z_min, x_max, y_max, z_max`` in patient LPS mm.
+    """
+    affine = torch.as_tensor(np.asarray(_numpy(network_affine), dtype=np.float64))
+    return _map_box_corners(np.asarray(_numpy(boxes), dtype=np.float64) - 0.5, affine, invert=False)
 
 
 def box_eval_transforms(
@@ -121,7 +222,13 @@ def box_train_transforms(
     box_key: str = BOX_KEY,
     label_key: str = BOX_LABEL_KEY,
 ) -> Compose:
-    """The evaluation chain plus augmentation that moves image and boxes together."""
+    """The evaluation chain plus augmentation that moves image and boxes together.
+
+    Raises:
+        ValueError: An augmentation with 3D preprocessing (moving boxes with 3D augmentation is not built).
+    """
+    if augmentation is not None and preprocessing.spatial_dims == 3:
+        raise ValueError("box_train_transforms: 3D augmentation does not move boxes yet; pass augmentation=None")
     steps = box_load_and_normalise(preprocessing, image_key, box_key, label_key)
     if augmentation is not None:
         steps.append(AlbumentationsBoxd(image_key, box_key, label_key, augmentation.build_with_boxes()))

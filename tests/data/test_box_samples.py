@@ -1,4 +1,4 @@
-"""Detection samples from an imported RSNA-layout archive, through the box transforms, into a batch."""
+"""Detection samples from imported RSNA (2D) and LUNA16 (3D) archives, through the box transforms, into a batch."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from torch.utils.data import DataLoader
 
 from medres.data.box_samples import box_samples, collate_boxes
 from medres.data.box_transforms import BOX_KEY, BOX_LABEL_KEY, box_eval_transforms
-from medres.data.boxes import merge_readers, read_box_csv
+from medres.data.boxes import merge_readers, new_box_labels, read_box_csv
 from medres.data.importers import import_labels
 from medres.data.manifest import index_archive
 from medres.data.transforms import IMAGE_KEY, Preprocessing
+from medres.synthetic.luna16 import synth_luna16
 from medres.synthetic.rsna import synth_rsna_pneumonia
 
 
@@ -39,3 +40,24 @@ def test_rsna_archive_to_detection_batches(tmp_path: Path) -> None:
             # 64 -> 32: every stored pixel edge halves; MONAI order is (row, column).
             np.testing.assert_allclose(boxes.numpy(), stored[:, [1, 0, 3, 2]] / 2, atol=1e-4)
             assert torch.equal(classes, torch.zeros(len(stored), dtype=torch.long))
+
+
+def test_luna16_archive_to_3d_detection_batches(tmp_path: Path) -> None:
+    summary = synth_luna16(tmp_path / "luna", scans=3, seed=5, size=24, slices=12, negative_fraction=0.3)
+    imported = import_labels("luna16", summary.root, tmp_path / "labels")
+    manifest, _ = index_archive(summary.root, salt="test")
+    labels = merge_readers(read_box_csv(imported.boxes_csv))
+    listed = set(summary.seriesuids[1:])  # the first series unlisted: unknown, no sample
+    labels = new_box_labels(labels.key, labels.frame[labels.frame[labels.key].isin(listed)].itertuples(index=False))
+    samples = box_samples(summary.root, manifest, labels, ["nodule"])
+    assert [s["SeriesInstanceUID"] for s in samples] == sorted(listed)
+    for sample in samples:
+        uid = sample["SeriesInstanceUID"]
+        assert len(sample[IMAGE_KEY]) == 12 and all(Path(p).is_absolute() for p in sample[IMAGE_KEY])
+        assert sample["path"] == sample["files"][0] and uid in sample["path"]
+        np.testing.assert_allclose(sample[BOX_KEY], labels.boxes(uid, "nodule"), atol=1e-4)
+        assert sample[BOX_KEY].shape[1] == 6 and len(sample[BOX_LABEL_KEY]) == len(sample[BOX_KEY])
+    preprocessing = Preprocessing(spatial_dims=3, spatial_size=(16, 16, 16), intensity_window=(-1000.0, 400.0))
+    batch = collate_boxes([box_eval_transforms(preprocessing)(s) for s in samples])
+    assert tuple(batch[IMAGE_KEY].shape) == (2, 1, 16, 16, 16)
+    assert all(b.shape[1] == 6 for b in batch[BOX_KEY])

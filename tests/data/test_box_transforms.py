@@ -1,8 +1,10 @@
-"""Boxes follow the image through resize, pad/crop and augmentation, and map back within 1 pixel."""
+"""Boxes follow the image through resize, pad/crop and augmentation (2D) or reorientation, resampling and
+pad/crop (3D, patient LPS mm), and map back within 1 pixel or voxel."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -14,10 +16,13 @@ from medres.data.box_transforms import (
     BOX_LABEL_KEY,
     box_eval_transforms,
     box_train_transforms,
+    boxes_to_patient_mm,
     boxes_to_stored_pixels,
+    patient_mm_to_network,
     stored_pixels_to_network,
 )
 from medres.data.transforms import IMAGE_KEY, Augmentation2D, Preprocessing
+from medres.synthetic.luna16 import LunaSummary, synth_luna16
 
 # Stored boxes (column, row pixel edges) of two bright rectangles on a 70-row x 90-column image.
 BOXES = np.array([[10, 12, 30, 40], [55, 20, 82, 33]], dtype=np.float32)
@@ -120,3 +125,58 @@ def test_eval_chain_is_exact_pixel_edge_geometry(tmp_path: Path) -> None:
         [BOXES[:, 1] * 50 / 70 + 7, BOXES[:, 0] * 64 / 90, BOXES[:, 3] * 50 / 70 + 7, BOXES[:, 2] * 64 / 90], axis=1
     )
     np.testing.assert_allclose(np.asarray(out[BOX_KEY]), expected, atol=1e-3)
+
+
+def _luna_sample(summary: LunaSummary, uid: str) -> tuple[list[str], np.ndarray]:
+    files = sorted(str(p) for p in summary.root.glob(f"LIDC-IDRI-*/*/{uid}/*.dcm"))
+    nodules = [n for n in summary.nodules if n.seriesuid == uid]
+    boxes = np.array([[*(np.array(n.centre) - n.diameter_mm / 2), *(np.array(n.centre) + n.diameter_mm / 2)]
+                      for n in nodules]).reshape(-1, 6)  # fmt: skip
+    return files, boxes
+
+
+@pytest.mark.parametrize(
+    ("orientation", "target_spacing"),
+    [("coronal", (1.7, 1.3, 2.1)), ("sagittal", None), ("axial", (2.0, 2.0, 2.0))],
+)
+def test_3d_chain_puts_lps_boxes_on_the_nodules_and_maps_them_back(
+    tmp_path: Path, orientation: Literal["axial", "coronal", "sagittal"], target_spacing: tuple[float, ...] | None
+) -> None:
+    # Anisotropic voxels (1.5-2 mm pixels, 2-2.5 mm slices) in a plane the RAS reorientation permutes and flips.
+    summary = synth_luna16(tmp_path / "luna", scans=2, seed=1, negative_fraction=0.0, orientation=orientation)
+    preprocessing = Preprocessing(
+        spatial_dims=3, spatial_size=(48, 48, 40), intensity_window=(-1000.0, 400.0), target_spacing=target_spacing
+    )
+    chain = box_eval_transforms(preprocessing)
+    for uid in summary.seriesuids:
+        files, boxes = _luna_sample(summary, uid)
+        out = chain({IMAGE_KEY: files, BOX_KEY: boxes, BOX_LABEL_KEY: np.zeros(len(boxes), np.int64)})
+        volume, network = out[IMAGE_KEY][0].numpy(), np.asarray(out[BOX_KEY])
+        assert network.shape == boxes.shape
+        grid = np.indices(volume.shape).reshape(3, -1).T + 0.5  # voxel centres in voxel-edge coordinates
+        for box in network:
+            inside = np.all((grid >= box[:3]) & (grid <= box[3:]), axis=1).reshape(volume.shape)
+            # A sphere fills about half its cube: nodule (about 0.75 after the window) vs lung (about 0.1).
+            assert volume[inside].mean() > 0.35 > 3 * volume.mean()
+            centre = ((box[:3] + box[3:]) / 2).astype(int)
+            assert volume[tuple(centre)] > 0.6
+        back = boxes_to_patient_mm(network, out[IMAGE_KEY].affine)
+        np.testing.assert_allclose(back, boxes, atol=1e-3)
+        voxel_mm = max(target_spacing or (2.5,))
+        again = patient_mm_to_network(back, out[IMAGE_KEY].affine)
+        assert np.abs(again - network).max() < 1e-3 and np.abs(back - boxes).max() < voxel_mm
+
+
+def test_3d_box_outside_the_network_volume_is_dropped_with_its_label(tmp_path: Path) -> None:
+    summary = synth_luna16(tmp_path / "luna", scans=1, seed=4, negative_fraction=0.0, size=24, slices=12)
+    files, boxes = _luna_sample(summary, summary.seriesuids[0])
+    far = boxes[:1] + np.array([500.0, 0, 0, 500.0, 0, 0])
+    labels = np.arange(len(boxes) + 1, dtype=np.int64)
+    preprocessing = Preprocessing(spatial_dims=3, spatial_size=(16, 16, 16), intensity_window=(-1000.0, 400.0))
+    out = box_eval_transforms(preprocessing)(
+        {IMAGE_KEY: files, BOX_KEY: np.concatenate([boxes, far]), BOX_LABEL_KEY: labels}
+    )
+    assert len(out[BOX_KEY]) == len(out[BOX_LABEL_KEY]) <= len(boxes)
+    assert len(boxes) not in set(np.asarray(out[BOX_LABEL_KEY]).tolist())
+    with pytest.raises(ValueError, match="3D augmentation does not move boxes"):
+        box_train_transforms(preprocessing, Augmentation2D())

@@ -18,6 +18,8 @@ from medres.synthetic import (
     synth_chest_xray,
     synth_ct,
 )
+from medres.synthetic.luna16 import synth_luna16
+from medres.synthetic.mimic import synth_mimic_cxr
 
 # 14 patients at 96 px: a few seconds, and (for this seed) every encoding, photometric, modality
 # and label value occurs at least once.
@@ -373,3 +375,34 @@ def test_ct_bad_arguments_name_the_argument(tmp_path: Path, kwargs: dict[str, in
     with pytest.raises(ValueError, match=name):
         synth_ct(tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+def _all_file_hashes(root: Path) -> dict[str, str]:
+    # UID-named folders have dots in their names: hash files only.
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
+
+
+def test_luna16_same_seed_same_bytes_and_nodules_are_bright_at_their_centres(tmp_path: Path) -> None:
+    first = synth_luna16(tmp_path / "a", scans=3, seed=7, size=24, slices=12, negative_fraction=0.0)
+    again = synth_luna16(tmp_path / "b", scans=3, seed=7, size=24, slices=12, negative_fraction=0.0)
+    assert _all_file_hashes(first.root) == _all_file_hashes(again.root) and first.nodules == again.nodules
+    with pytest.raises(FileExistsError):
+        synth_luna16(first.root, scans=1)
+    for nodule in first.nodules:
+        files = list(first.root.glob(f"LIDC-IDRI-*/*/{nodule.seriesuid}/*.dcm"))
+        slices = [pydicom.dcmread(f) for f in files]
+        # The slice nearest the centre (axial: z), then the pixel under it (columns along x, rows along y).
+        ds = min(slices, key=lambda d: abs(float(d.ImagePositionPatient[2]) - nodule.centre[2]))
+        x0, y0 = (float(v) for v in ds.ImagePositionPatient[:2])
+        spacing = float(ds.PixelSpacing[0])
+        col, row = round((nodule.centre[0] - x0) / spacing), round((nodule.centre[1] - y0) / spacing)
+        hu = apply_modality_lut(ds.pixel_array, ds)
+        assert hu[row, col] > -150 and np.median(hu) < -500  # soft tissue in aerated lung
+
+
+def test_mimic_same_seed_same_bytes(tmp_path: Path) -> None:
+    first = synth_mimic_cxr(tmp_path / "a", patients=2, seed=3, image_size=64)
+    again = synth_mimic_cxr(tmp_path / "b", patients=2, seed=3, image_size=64)
+    assert file_hashes(first.root) == file_hashes(again.root) and first.images == again.images >= 2

@@ -20,15 +20,17 @@ class ImportSummary:
     """What an importer wrote.
 
     Attributes:
-        boxes_csv: The box file (contract of :mod:`medres.data.boxes`).
-        labels_csv: Image-level labels derived from the boxes.
-        images: Images listed (positives and negatives).
-        positives: Images with at least one box after merging readers.
-        boxes: Boxes in ``boxes_csv``.
+        boxes_csv: The box file (contract of :mod:`medres.data.boxes`); ``None`` for a release with image-level
+            labels only (MIMIC-CXR).
+        labels_csv: Image-level labels derived from the boxes, or converted from the release's labels.
+        images: Images (or series) listed (positives and negatives).
+        positives: Images with at least one box after merging readers (image-level releases: at least one
+            finding labelled 1).
+        boxes: Boxes in ``boxes_csv`` (0 without one).
         findings: The findings, in label-column order.
     """
 
-    boxes_csv: Path
+    boxes_csv: Path | None
     labels_csv: Path
     images: int
     positives: int
