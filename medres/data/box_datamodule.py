@@ -7,8 +7,10 @@ from the merged boxes are written to ``<work_dir>/box_image_labels.csv``, the la
 path joins, so split sizes, positives per finding, the balanced sampler and the data summary mean the same
 here. Images the box file does not list are unknown and left out; listed images without a box are negatives.
 
-Samples carry their boxes in stored pixels; :mod:`medres.data.box_transforms` moves them with every spatial
-step into network-input pixels, and batches keep boxes as per-image lists (:func:`collate_boxes`).
+2D samples are images keyed by ``path`` or ``SOPInstanceUID``, their boxes in stored pixels; 3D samples are series
+keyed by ``SeriesInstanceUID`` (the classification path's series planning and selection), their boxes in patient
+LPS mm. :mod:`medres.data.box_transforms` moves boxes with every spatial step into network-input voxels, and
+batches keep boxes as per-image lists (:func:`collate_boxes`).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from monai.transforms import Compose
 
-from medres.data.box_samples import box_samples, collate_boxes
+from medres.data.box_samples import collate_boxes
 from medres.data.box_transforms import BOX_KEY, BOX_LABEL_KEY, box_eval_transforms, box_train_transforms
-from medres.data.boxes import BoxLabels, MergeRule, merge_readers, read_box_csv, write_image_labels
+from medres.data.boxes import FINDING, BoxLabels, MergeRule, merge_readers, read_box_csv, write_image_labels
 from medres.data.datamodule import SAMPLE_INDEX_KEY, DicomDataModule
 from medres.data.selection import SeriesSelection
 from medres.data.transforms import IMAGE_KEY, Augmentation2D, Preprocessing
@@ -45,8 +48,8 @@ class BoxDataModule(DicomDataModule):
         work_dir: Where the manifest, split and derived labels live; default ``./medres_work/<archive>-<hash>``.
         split_fractions: Train/val/test fractions of patients.
         split_seed: Seed of the patient split.
-        preprocessing: Pixel preprocessing (2D); linked into the model.
-        augmentation: Training augmentation, applied to image and boxes together; ``null`` for none.
+        preprocessing: Pixel preprocessing (2D images, or 3D series with series-keyed boxes); linked into the model.
+        augmentation: Training augmentation, applied to image and boxes together (2D); ``null`` for none.
         selection: Which instances to use.
         cache: ``none`` or ``memory`` (MONAI ``CacheDataset``: the decoded, resized image and its moved boxes are
             kept after the first epoch; augmentation still runs every epoch). The disk cache keeps tensors without
@@ -88,8 +91,6 @@ class BoxDataModule(DicomDataModule):
                 "image geometry to move boxes with)"
             )
         preprocessing = preprocessing or Preprocessing()
-        if preprocessing.spatial_dims != 2:
-            raise ValueError("data.preprocessing.spatial_dims=3: BoxDataModule trains 2D detectors (images with boxes)")
         super().__init__(
             root=root,
             findings=findings,
@@ -120,8 +121,10 @@ class BoxDataModule(DicomDataModule):
             if not self.boxes.is_file():
                 raise FileNotFoundError(f"data.boxes={self.boxes}: no such file")
             labels = read_box_csv(self.boxes)
-            if labels.spatial_dims != 2:
-                raise ValueError(f"data.boxes={self.boxes}: series-keyed (3D) boxes; BoxDataModule trains 2D detectors")
+            dims = self.preprocessing.spatial_dims
+            if labels.spatial_dims != dims:
+                kind = "series-keyed (3D)" if labels.spatial_dims == 3 else "image-keyed (2D)"
+                raise ValueError(f"data.boxes={self.boxes}: {kind} boxes, but data.preprocessing.spatial_dims={dims}")
             unknown = sorted(set(self.findings) - set(labels.findings))
             if unknown:
                 raise ValueError(
@@ -147,15 +150,20 @@ class BoxDataModule(DicomDataModule):
 
     # ---- helpers -------------------------------------------------------------------------------
     def _records(self, rows: pd.DataFrame) -> list[dict[str, Any]]:
-        """The classification records plus each image's boxes (stored pixels) and finding indices."""
+        """The classification records plus each sample's boxes (stored pixels or LPS mm) and finding indices."""
         records = super()._records(rows)
         merged = self.merged_boxes()
-        boxed = box_samples(self.root, rows, merged, self.findings)
-        if len(boxed) != len(records):  # rows come from the labels derived from this very box file
-            raise RuntimeError(f"{self.boxes}: {len(records)} labelled images but {len(boxed)} box samples")
-        for record, sample in zip(records, boxed, strict=True):
-            record[BOX_KEY] = sample[BOX_KEY]
-            record[BOX_LABEL_KEY] = sample[BOX_LABEL_KEY]
+        index = {finding: i for i, finding in enumerate(self.findings)}
+        boxed = merged.frame[merged.frame[FINDING].isin(index)]
+        by_key = {key: group for key, group in boxed.groupby(merged.key, sort=False)}
+        width = 2 * merged.spatial_dims
+        for record, key in zip(records, rows[merged.key], strict=True):
+            group = by_key.get(key)
+            if group is None:  # listed without a box of these findings: a negative
+                record[BOX_KEY], record[BOX_LABEL_KEY] = np.zeros((0, width), np.float32), np.zeros(0, np.int64)
+            else:
+                record[BOX_KEY] = group[list(merged.corners)].to_numpy(np.float32)
+                record[BOX_LABEL_KEY] = group[FINDING].map(index).to_numpy(np.int64)
         return records
 
 

@@ -74,6 +74,7 @@ class ScoringDataset(Dataset[dict[str, Any]]):
         self.root = root
         self.samples = list(samples)
         self.keep_geometry = keep_geometry
+        self.box_width = 2 * preprocessing.spatial_dims
         self.transform = box_eval_transforms(preprocessing) if keep_geometry else eval_transforms(preprocessing)
 
     def __len__(self) -> int:
@@ -86,7 +87,7 @@ class ScoringDataset(Dataset[dict[str, Any]]):
         """Decode and preprocess one sample (any sample, not only this dataset's): an item as ``__getitem__``'s."""
         data: dict[str, Any] = {IMAGE_KEY: sample.image}
         if self.keep_geometry:  # the detection chain carries boxes; a scored image has none yet
-            data |= {BOX_KEY: np.zeros((0, 4), np.float32), BOX_LABEL_KEY: np.zeros(0, np.int64)}
+            data |= {BOX_KEY: np.zeros((0, self.box_width), np.float32), BOX_LABEL_KEY: np.zeros(0, np.int64)}
         try:
             image = self.transform(data)[IMAGE_KEY]
         except Exception as err:  # every failure becomes ledger rows; the run goes on
@@ -94,7 +95,9 @@ class ScoringDataset(Dataset[dict[str, Any]]):
         tensor = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
         item = {"image": tensor, "identity": sample.identity, "files": len(sample.members)}
         if self.keep_geometry and isinstance(image, MetaTensor):
-            item["geometry"] = (image.affine.numpy().copy(), np.asarray(image.meta["original_affine"]).copy())
+            # 2D boxes map back to stored pixels through both affines; 3D boxes to patient mm through the first.
+            stored = image.meta.get("original_affine")
+            item["geometry"] = (image.affine.numpy().copy(), None if stored is None else np.asarray(stored).copy())
         return item
 
 

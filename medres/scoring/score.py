@@ -67,7 +67,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from medres.data.box_transforms import boxes_to_stored_pixels
+from medres.data.box_transforms import boxes_to_patient_mm, boxes_to_stored_pixels
 from medres.models.detector import BOX, LABEL, SCORES, detect
 from medres.models.inference import probabilities
 from medres.package import ModelPackage, probability_column
@@ -120,7 +120,11 @@ class _ScoringModule(pl.LightningModule):
         detections = []
         for i, (output, (network_affine, stored_affine)) in enumerate(zip(outputs, batch["geometry"], strict=True)):
             labels, scores = output[LABEL].cpu().numpy(), output[SCORES].float().cpu().numpy()
-            stored = boxes_to_stored_pixels(output[BOX].float().cpu(), network_affine, stored_affine)
+            boxes = output[BOX].float().cpu()
+            if self.spatial_dims == 3:  # series boxes are reported in patient LPS mm
+                stored = boxes_to_patient_mm(boxes, network_affine)
+            else:
+                stored = boxes_to_stored_pixels(boxes, network_affine, stored_affine)
             for f in range(self.num_findings):
                 if (labels == f).any():
                     probs[i, f] = float(scores[labels == f].max())

@@ -26,7 +26,13 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from medres.data.box_transforms import BOX_KEY, BOX_LABEL_KEY, box_eval_transforms, boxes_to_stored_pixels
+from medres.data.box_transforms import (
+    BOX_KEY,
+    BOX_LABEL_KEY,
+    box_eval_transforms,
+    boxes_to_patient_mm,
+    boxes_to_stored_pixels,
+)
 from medres.data.keys import patient_key_salt
 from medres.data.manifest import read_manifest_row
 from medres.data.selection import select
@@ -37,7 +43,7 @@ from medres.models.inference import predict_probabilities
 from medres.package import ModelPackage, finding_column, probability_column
 from medres.scoring.dataset import PREPROCESSING_ERROR, SERIES_ERROR, failure_rows
 from medres.scoring.samples import ScoringSample, plan_scoring
-from medres.scoring.writers import box_rows
+from medres.scoring.writers import BOX_CORNERS, box_rows
 from medres.tracking.defaults import disable_telemetry
 from medres.tracking.pyfunc import BOXES_COLUMN, ERROR_COLUMN, PACKAGE_ARTIFACT, PATH_COLUMN, PIXELS_COLUMN
 
@@ -118,11 +124,15 @@ class MedresPyfuncModel(PythonModel):
     def _boxes(self, image: MetaTensor, output: dict[str, torch.Tensor]) -> tuple[np.ndarray, str]:
         """A detector's row: top box score per finding, and its boxes in stored pixels as JSON (score order)."""
         labels, scores = output[LABEL].cpu().numpy(), output[SCORES].float().cpu().numpy()
-        stored = boxes_to_stored_pixels(output[BOX].float().cpu(), image.affine, image.meta["original_affine"])
+        boxes = output[BOX].float().cpu()
+        if self.package.preprocessing.spatial_dims == 3:  # series boxes are reported in patient LPS mm
+            stored = boxes_to_patient_mm(boxes, image.affine)
+        else:
+            stored = boxes_to_stored_pixels(boxes, image.affine, image.meta["original_affine"])
         findings, thresholds = self.package.findings, self.package.thresholds
         top = np.array([float(scores[labels == f].max()) if (labels == f).any() else 0.0 for f in range(len(findings))])
         rows = box_rows({}, stored, labels, scores, findings, thresholds, "", "")
-        keep = ("finding", "score", "call", "x_min", "y_min", "x_max", "y_max")
+        keep = ("finding", "score", "call", *BOX_CORNERS[self.package.preprocessing.spatial_dims])
         return top, json.dumps([{k: row[k] for k in keep} for row in rows])
 
     # ---- one request row → network input or failure --------------------------------------------------
@@ -192,7 +202,8 @@ class MedresPyfuncModel(PythonModel):
         """The transform's input dict; a detector's chain carries (no) boxes beside the image."""
         if not self.package.is_detector:
             return {IMAGE_KEY: image}
-        return {IMAGE_KEY: image, BOX_KEY: np.zeros((0, 4), np.float32), BOX_LABEL_KEY: np.zeros(0, np.int64)}
+        width = 2 * self.package.preprocessing.spatial_dims
+        return {IMAGE_KEY: image, BOX_KEY: np.zeros((0, width), np.float32), BOX_LABEL_KEY: np.zeros(0, np.int64)}
 
     def _network_input(self, image: Any) -> torch.Tensor:
         """A plain tensor for a classifier; a detector keeps the MetaTensor and so its affines."""
