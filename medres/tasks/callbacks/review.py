@@ -217,14 +217,17 @@ class ReviewRun(pl.Callback):
             for image, boxes, labels, output in zip(
                 batch["image"], batch["boxes"], batch["box_labels"], outputs, strict=True
             ):
-                pixels.append(image[0].float().cpu().numpy())
-                truth.append([(int(f), b.numpy()) for f, b in zip(labels, boxes, strict=True)])
-                predicted.append(
-                    [
-                        (int(f), float(s), b.float().cpu().numpy())
-                        for f, s, b in zip(output["label"], output["label_scores"], output["box"], strict=True)
-                    ]
-                )
+                true_boxes = [(int(f), b.numpy()) for f, b in zip(labels, boxes, strict=True)]
+                called = [
+                    (int(f), float(s), b.float().cpu().numpy())
+                    for f, s, b in zip(output["label"], output["label_scores"], output["box"], strict=True)
+                ]
+                volume = image[0].float().cpu().numpy()
+                if volume.ndim == 3:
+                    volume, true_boxes, called = _slice_through(volume, true_boxes, called)
+                pixels.append(volume)
+                truth.append(true_boxes)
+                predicted.append(called)
             if len(pixels) >= self.montage_images:
                 break
         count = min(len(pixels), self.montage_images)
@@ -297,3 +300,25 @@ class ReviewRun(pl.Callback):
         if self._monitor is not None:
             self._monitor.finish()
             self._monitor = None
+
+
+def _slice_through(
+    volume: np.ndarray,
+    truth: list[tuple[int, np.ndarray]],
+    predicted: list[tuple[int, float, np.ndarray]],
+) -> tuple[np.ndarray, list[tuple[int, np.ndarray]], list[tuple[int, float, np.ndarray]]]:
+    """A 3D sample as the montage shows it: one slice along the last axis, and the boxes that cross it.
+
+    The slice goes through the first true box, else the top prediction, else the middle; each crossing box is kept as
+    its rectangle over the first two axes.
+    """
+    anchor = truth[0][1] if truth else (max(predicted, key=lambda p: p[1])[2] if predicted else None)
+    z = int((anchor[2] + anchor[5]) / 2) if anchor is not None else volume.shape[2] // 2
+    z = min(max(z, 0), volume.shape[2] - 1)
+
+    def crosses(box: np.ndarray) -> bool:
+        return bool(box[2] <= z + 0.5 <= box[5])
+
+    flat = [(f, b[[0, 1, 3, 4]]) for f, b in truth if crosses(b)]
+    flat_predicted = [(f, s, b[[0, 1, 3, 4]]) for f, s, b in predicted if crosses(b)]
+    return volume[:, :, z], flat, flat_predicted
