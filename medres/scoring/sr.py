@@ -40,7 +40,7 @@ import pandas as pd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import UID, generate_uid
-from pydicom.valuerep import DA, TM
+from pydicom.valuerep import DA, DT, TM
 
 import medres
 from medres.package import finding_column, probability_column
@@ -321,8 +321,12 @@ def build_study_sr(
         content_date=now.date(),
         content_time=now.time(),
     )
-    # highdicom stamps the instance creation with the clock; the given time makes a rebuilt SR identical.
+    # highdicom stamps the instance creation and its own contribution with the clock; the given time makes a
+    # rebuilt SR identical.
     sr.InstanceCreationDate, sr.InstanceCreationTime = DA(now.date()), TM(now.time())
+    for equipment in sr.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in equipment:
+            equipment.ContributionDateTime = DT(now)
     return sr
 
 
