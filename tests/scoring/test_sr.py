@@ -309,8 +309,10 @@ def test_srs_with_boxes_are_stored_once(small_archive: Path, checkpoint: Path, t
         expected = _boxes_by_study(_write_box_rows(output, staging))
         ledger = tmp_path / "out" / "preds.sr.parquet"
 
-        def store() -> int:
-            summary = write_study_srs(source, staging, studies, set(), FINDINGS, THRESHOLDS, ledger, output=output)
+        def store(sr_dir: Path | None = None) -> int:
+            summary = write_study_srs(
+                source, staging, studies, set(), FINDINGS, THRESHOLDS, ledger, output=output, sr_dir=sr_dir
+            )
             return summary.stored
 
         assert store() == len(studies) == len(expected)
@@ -322,9 +324,13 @@ def test_srs_with_boxes_are_stored_once(small_archive: Path, checkpoint: Path, t
             assert _stated_boxes(sr) == expected[study_uid]
             assert sum(b.present for b in read_study_boxes(sr, FINDINGS)) == sum(b[2] == 1 for b in expected[study_uid])
 
-        assert store() == 0  # a second run adds none
+        assert store(tmp_path / "srs") == 0  # a second run adds none, and writes the files the PACS holds
         assert pacs.count_instances() == images + len(studies)
         assert (pd.read_parquet(ledger)["status"] == "existing").all()
+        for study_uid, stored in srs.items():
+            written = pydicom.dcmread(tmp_path / "srs" / study_uid / f"{stored.SOPInstanceUID}.dcm")
+            assert (written.ContentDate, written.ContentTime) == (stored.ContentDate, stored.ContentTime)
+            assert written.ContentSequence == stored.ContentSequence  # the same content tree
 
 
 def test_sr_dir_writes_each_studys_sr_and_a_rerun_rewrites_the_same_bytes(
