@@ -145,6 +145,9 @@ def boxes_from_rows(rows: pd.DataFrame, evidence: Sequence[Dataset]) -> list[Box
     Raises:
         ValueError: A missing column, or a box on an image (2D) or series (3D) that is not among the evidence
             (a box must refer to something the SR references).
+
+    Returns:
+        The boxes ordered by series, image, box index and finding (the order the SR states them in).
     """
     three_d = "z_min" in rows.columns
     required = [*BOX_ROW_COLUMNS, *(("z_min", "z_max") if three_d else ())]
@@ -184,6 +187,8 @@ def boxes_from_rows(rows: pd.DataFrame, evidence: Sequence[Dataset]) -> list[Box
                 corners=tuple(float(row[c]) for c in corner_columns),
             )
         )
+    # One order whatever order the rows came in (parts, ranks): the same boxes build the same SR.
+    boxes.sort(key=lambda b: (b.series_instance_uid, b.sop_instance_uid or "", b.box, b.finding))
     return boxes
 
 

@@ -132,20 +132,32 @@ def test_2d_boxes_are_scoord_rectangles_on_their_images(tiny_archive: Path, tmp_
 
     assert dciodvfy_errors(path) == []
     # the SCOORDs are the closed rectangles of the box corners, in (column, row) pixel-edge coordinates
+    stated = read_study_boxes(back, FINDINGS)
+    assert stated == boxes
+    rows_of = {row["SOPInstanceUID"]: row for row in rows.to_dict("records")}
     rectangles = _scoord_points(back, "SCOORD")
-    for rectangle, row in zip(rectangles, rows.to_dict("records"), strict=True):
+    for rectangle, box in zip(rectangles, stated, strict=True):
+        row = rows_of[box.sop_instance_uid]
         x0, y0, x1, y1 = (np.float32(row[c]) for c in ("x_min", "y_min", "x_max", "y_max"))
         assert rectangle.tolist() == [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
     graphic_types = [i.GraphicType for g in back.ContentSequence for i in _items(g) if i.ValueType == "SCOORD"]
     assert graphic_types == ["POLYLINE", "POLYLINE"]
 
-    stated = read_study_boxes(back, FINDINGS)
-    assert stated == boxes
-    assert [(b.finding, b.present, b.box) for b in stated] == [("nodule", True, 0), ("pleural_effusion", False, 0)]
-    assert [b.score for b in stated] == pytest.approx([0.91, 0.12], abs=1e-6)
-    assert [b.sop_instance_uid for b in stated] == [frontal.SOPInstanceUID, lateral.SOPInstanceUID]
+    by_finding = {b.finding: b for b in stated}
+    assert {f: (b.present, b.box) for f, b in by_finding.items()} == {
+        "nodule": (True, 0),
+        "pleural_effusion": (False, 0),
+    }
+    assert by_finding["nodule"].score == pytest.approx(0.91, abs=1e-6)
+    assert by_finding["pleural_effusion"].score == pytest.approx(0.12, abs=1e-6)
+    assert by_finding["nodule"].sop_instance_uid == frontal.SOPInstanceUID
+    assert by_finding["pleural_effusion"].sop_instance_uid == lateral.SOPInstanceUID
     assert {b.sop_class_uid for b in stated} == {frontal.SOPClassUID}
-    assert stated[0].corners == tuple(float(np.float32(v)) for v in (3.3, 7.25, 20.7, 31.0))
+    assert by_finding["nodule"].corners == tuple(float(np.float32(v)) for v in (3.3, 7.25, 20.7, 31.0))
+    assert by_finding["pleural_effusion"].corners == (0.0, 40.5, float(lateral.Columns), float(lateral.Rows))
+    # rows in another order give the same SR
+    shuffled = boxes_from_rows(rows.iloc[::-1], evidence)
+    assert shuffled == boxes
     # the study-level findings are still there, and only there
     findings = read_study_findings(back)
     assert list(findings) == FINDINGS and [f.present for f in findings.values()] == [True, False]
