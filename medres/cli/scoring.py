@@ -31,6 +31,7 @@ def score_command(
     ray_address: str | None = None,
     num_gpus: float = 0,
     concurrency: int | None = None,
+    sr_dir: Path | None = None,
 ) -> None:
     """Score every file under a folder with a registered model or a checkpoint; rerun the same command to resume.
 
@@ -61,6 +62,10 @@ def score_command(
         ray_address: --engine ray: cluster to join (auto: the one this node belongs to); default a local one.
         num_gpus: --engine ray: GPUs for the network's actor pool (0: CPU actors).
         concurrency: --engine ray: actors in the pool (default: --num_gpus, at least 1).
+        sr_dir: When the job is complete, write each study's DICOM SR (findings and any boxes, the same SR a
+            DICOMweb input stores in the PACS) to SR_DIR/<StudyInstanceUID>/<SOPInstanceUID>.dcm, for a viewer to
+            import; a rerun rewrites identical files. These files carry identifying data (the patient and study
+            modules of the source images): they belong to the patient, like the PACS copy.
     """
     from medres.scoring.dicomweb import DicomWebScoreSummary, is_dicomweb_url, score_dicomweb
     from medres.scoring.score import score_archive
@@ -106,8 +111,16 @@ def score_command(
             concurrency=concurrency,
         )
     elif is_dicomweb_url(input):  # a str, not a Path: Path would fold the URL's "//"
-        summary = score_dicomweb(model, input, output, **options)
+        summary = score_dicomweb(model, input, output, sr_dir=sr_dir, **options)
     else:
         summary = score_archive(model, Path(input), output, **options)
-    if summary.rank == 0:  # under DDP every rank returns; one line is the job's
-        print(summary.line())
+    if summary.rank != 0:  # under DDP every rank returns; the job's outputs and its line are rank 0's
+        return
+    print(summary.line())
+    if sr_dir is not None and not is_dicomweb_url(input):  # a DICOMweb job wrote its files with its SRs
+        from medres.scoring.sr_files import write_folder_srs
+        from medres.tracking.registry import load_model
+
+        package = load_model(model, tracking_uri=tracking_uri).package
+        written = write_folder_srs(Path(input), output, package.findings, package.thresholds, sr_dir, aggregation)
+        print(f"SRs: {len(written)} file(s) → {sr_dir}")

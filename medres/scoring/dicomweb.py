@@ -52,7 +52,8 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from tqdm import tqdm
 
-from medres.scoring.sr import build_study_sr, sr_identity
+from medres.scoring.sr import sr_identity
+from medres.scoring.sr_files import read_box_rows, study_sr, write_sr_file
 from medres.scoring.studies import Aggregation
 
 if TYPE_CHECKING:  # scoring pulls in Lightning; imported when score_dicomweb runs
@@ -432,8 +433,10 @@ def write_study_srs(
     thresholds: list[float],
     ledger: Path,
     aggregation: Aggregation = "max",
+    output: Path | None = None,
+    sr_dir: Path | None = None,
 ) -> SRSummary:
-    """Store one SR per study that the PACS does not hold yet.
+    """Store one SR per study that the PACS does not hold yet; with ``sr_dir``, also write every study's SR file.
 
     Args:
         source: The service the staging folder mirrors.
@@ -444,7 +447,12 @@ def write_study_srs(
         thresholds: The package's operating thresholds.
         ledger: Where the SR ledger is written.
         aggregation: How the study table was aggregated from the images (recorded in each SR).
+        output: The scoring job's predictions: its box rows (``preds.boxes.parquet``, a detection model's) go into
+            the SRs, and its start is their content time. None: no boxes, and the clock's time.
+        sr_dir: Also write each study's SR to ``sr_dir/<StudyInstanceUID>/<SOPInstanceUID>.dcm`` (identifying:
+            the SR belongs to the patient), whether or not the PACS already held it.
     """
+    box_rows = None if output is None else read_box_rows(output)
     client = source.client()
     stored = existing = 0
     rows = []
@@ -457,11 +465,15 @@ def write_study_srs(
                 p for p in _staged_files(staging / study_uid) if p.relative_to(staging).as_posix() not in unscored
             ]
             status = "existing"
-            if not instance_exists(client, study_uid, identity.sop_uid):
+            missing = not instance_exists(client, study_uid, identity.sop_uid)
+            if missing or sr_dir is not None:
                 evidence = [pydicom.dcmread(p, stop_before_pixels=True) for p in evidence_paths]
-                sr = build_study_sr(study, findings, thresholds, evidence, aggregation)
-                _check_stored(client.store_instances([sr], study_instance_uid=study_uid), identity.sop_uid)
-                status = "stored"
+                sr = study_sr(study, findings, thresholds, evidence, aggregation, box_rows, output)
+                if sr_dir is not None:
+                    write_sr_file(sr, sr_dir)
+                if missing:
+                    _check_stored(client.store_instances([sr], study_instance_uid=study_uid), identity.sop_uid)
+                    status = "stored"
             stored += status == "stored"
             existing += status == "existing"
             rows.append(
@@ -516,6 +528,7 @@ def score_dicomweb(
     aggregation: Aggregation = "max",
     page_size: int = 100,
     fetch_workers: int = 4,
+    sr_dir: Path | None = None,
     **score_options: Any,
 ) -> DicomWebScoreSummary:
     """Score the studies a DICOMweb query selects and store one SR per study back into the PACS.
@@ -531,6 +544,7 @@ def score_dicomweb(
         aggregation: How a study's image probabilities become the study's (``max`` or ``mean``).
         page_size: QIDO-RS page size.
         fetch_workers: Concurrent WADO-RS retrievals.
+        sr_dir: Also write each study's SR as a file there (see :mod:`medres.scoring.sr_files`).
         **score_options: Passed to :func:`medres.scoring.score.score_archive` (batch_size, num_workers, …).
     """
     from medres.scoring.score import score_archive
@@ -561,5 +575,7 @@ def score_dicomweb(
         package.thresholds,
         sr_ledger_path_for(output),
         aggregation,
+        output=output,
+        sr_dir=sr_dir,
     )
     return DicomWebScoreSummary(mirror=mirrored, scored=scored, srs=srs, source=source.describe())

@@ -6,6 +6,7 @@ Layout for ``--output preds.parquet``::
     preds.errors.parquet/part-00000000.parquet   error-ledger rows of chunk 0
     preds.boxes.parquet/part-00000000.parquet    box rows of chunk 0 (lesion-detection models only)
     preds.studies.parquet                        one row per study (written when the job is complete)
+    preds.boxes.parquet/part-00000000.parquet    box rows of chunk 0 (detection models only)
     .preds.parquet.job/job.json                  what the job is: input, model, version, chunking
     .preds.parquet.job/done/00000000.json        chunk 0 is committed: its file-list hash and counts
     .preds.parquet.job/walk.json                 how many chunks and files discovery found
@@ -18,6 +19,7 @@ parts overwritten under the same names, so a kill at any moment neither loses no
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -45,6 +47,23 @@ def boxes_dir_for(output: Path) -> Path:
 def studies_path_for(output: Path) -> Path:
     """The study table beside ``output``: ``preds.parquet`` → ``preds.studies.parquet``."""
     return output.with_suffix(".studies.parquet")
+
+
+def box_rows_path_for(output: Path) -> Path:
+    """The box-row dataset beside ``output`` (detection models): ``preds.parquet`` → ``preds.boxes.parquet``."""
+    return output.with_suffix(".boxes.parquet")
+
+
+def job_created_at(output: Path) -> dt.datetime:
+    """When the job in ``output`` was started: ``job.json`` is written once, when the job is created.
+
+    A resumed or rerun job keeps the time, so what is derived from it (the SRs' content time) stays the same;
+    ``--resume false`` starts a new job and a new time.
+
+    Raises:
+        FileNotFoundError: ``output`` holds no job.
+    """
+    return dt.datetime.fromtimestamp((job_dir_for(output) / "job.json").stat().st_mtime).replace(microsecond=0)
 
 
 def job_dir_for(output: Path) -> Path:
