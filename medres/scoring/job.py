@@ -49,11 +49,6 @@ def studies_path_for(output: Path) -> Path:
     return output.with_suffix(".studies.parquet")
 
 
-def box_rows_path_for(output: Path) -> Path:
-    """The box-row dataset beside ``output`` (detection models): ``preds.parquet`` → ``preds.boxes.parquet``."""
-    return output.with_suffix(".boxes.parquet")
-
-
 def job_created_at(output: Path) -> dt.datetime:
     """When the job in ``output`` was started: ``job.json`` is written once, when the job is created.
 

@@ -222,6 +222,8 @@ def score_with_spark(
         raise ValueError(f"--model {model}: spark_udf runs a registered model; give models:/NAME/VERSION")
     resolved = load_model(model, tracking_uri=tracking_uri)  # also points MLflow at the registry for spark_udf
     package = resolved.package
+    if package.is_detector:
+        raise ValueError(f"--model {model}: a lesion detector; its box rows are written by medres score")
     if package.preprocessing.spatial_dims != 2:
         raise ValueError(
             f"--model {model}: a 3D package; its series rows need the series plan (medres score, or input_frame(..., "

@@ -19,7 +19,7 @@ import pandas as pd
 import pydicom
 from pydicom.dataset import Dataset
 
-from medres.scoring.job import box_rows_path_for, job_created_at, studies_path_for
+from medres.scoring.job import boxes_dir_for, job_created_at, studies_path_for
 from medres.scoring.sr import boxes_from_rows, build_study_sr
 from medres.scoring.studies import Aggregation
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def read_box_rows(output: Path) -> pd.DataFrame | None:
     """The job's box rows (``preds.boxes.parquet`` beside ``output``), or None for a model that writes none."""
-    folder = box_rows_path_for(output)
+    folder = boxes_dir_for(output)
     return pd.read_parquet(folder) if folder.exists() else None
 
 

@@ -17,7 +17,7 @@ import torch
 from medres.data.transforms import Preprocessing
 from medres.package import CHECKPOINT_KEY
 from medres.scoring.dicomweb import mirror, parse_dicomweb_url, write_study_srs
-from medres.scoring.job import box_rows_path_for
+from medres.scoring.job import boxes_dir_for
 from medres.scoring.score import score_archive
 from medres.scoring.sr import (
     BoxRegion,
@@ -286,7 +286,7 @@ def _write_box_rows(output: Path, root: Path) -> pd.DataFrame:
                     "model_version": "checkpoint",
                 }
             )
-    folder = box_rows_path_for(output)
+    folder = boxes_dir_for(output)
     folder.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=BOX_SCHEMA_2D), folder / "part-00000000.parquet")
     return pd.read_parquet(folder)

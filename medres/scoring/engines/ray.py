@@ -286,6 +286,10 @@ def score_archive_ray(
     resolved = load_model(model, tracking_uri=tracking_uri)
     package = resolved.package
     spatial_dims = package.preprocessing.spatial_dims
+    if package.is_detector:
+        # Box rows need each image's geometry through the actors and a third committed part; the Lightning engine
+        # has both, and detection archives are scored with it.
+        raise ValueError(f"--model {model}: a lesion detector; score it with --engine lightning (the default)")
     if manifest is not None and spatial_dims == 3:
         raise ValueError(f"--manifest {manifest}: a 3D package plans series from the folder; leave --manifest out")
     # The same job as score_archive's (identity, chunks): a job started by one engine can be finished by the other.
