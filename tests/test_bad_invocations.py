@@ -77,6 +77,25 @@ CASES = [
         ["fit", "--config", "configs/chest_xray.yaml", "--data.root", "{w}/archive", "--model.backbone", "resnet_nope"],
         "resnet_nope",
     ),
+    (
+        [
+            "fit",
+            "--config",
+            "configs/cxr_boxes.yaml",
+            "--data.root",
+            "{w}/archive",
+            "--data.boxes",
+            "{w}/no_boxes.csv",
+            "--trainer.logger",
+            "false",
+        ],
+        "no_boxes.csv: no such file",
+    ),
+    (
+        ["fit", "--config", "configs/cxr_boxes.yaml", "--data.root", "{w}/archive", "--data.cache", "disk"],
+        'Parser key "data.cache"',
+    ),
+    (["fit", "--config", "configs/cxr_boxes.yaml", "--model.threshold_fp_rate", "-1"], "threshold_fp_rate"),
     (["frobnicate"], "frobnicate"),
 ]
 

@@ -18,6 +18,11 @@ from mlflow import MlflowClient
 
 from medres.evaluation.detection_metrics import ImageBoxes, detection_metrics
 from medres.package import ModelPackage
+from medres.scoring.sr import read_study_boxes
+
+from .scoring.orthanc import requires_orthanc, running_orthanc
+from .scoring.test_dicomweb import CREDENTIALS, _srs_in
+from .scoring.test_sr import dciodvfy_errors
 
 pytestmark = pytest.mark.slow
 
@@ -191,3 +196,38 @@ def test_vindr_three_readers_consensus_fit(tmp_path):
     assert "test/map_0.1/lung_opacity_ci_low" in metrics
     # Every finding the test split holds has its metrics logged.
     assert {f"test/cpm/{f}" for f in ("cardiomegaly", "lung_opacity", "pleural_effusion")} <= set(metrics)
+
+
+@requires_orthanc
+def test_pacs_gets_one_sr_per_study_with_the_called_boxes(rsna, tmp_path):
+    """The acceptance's SR: a study scored from the PACS by the trained detector, stored back, valid, idempotent."""
+    work = rsna["work"]
+    called = pd.read_parquet(work / "preds.boxes.parquet").query("call")
+    chosen = sorted(called["path"].unique())[:4]  # studies with called boxes (one image per RSNA study)
+    with running_orthanc(tmp_path / "orthanc") as pacs:
+        pacs.upload([work / "release" / p for p in chosen])
+        env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **CREDENTIALS}
+        command = [sys.executable, "-m", "medres.cli", "score", "--model", "models:/cxr_boxes/1", "--input",
+                   pacs.dicomweb, "--output", str(tmp_path / "pacs/preds.parquet"), "--tracking_uri",
+                   f"sqlite:///{work / 'mlflow.db'}", "--num_workers", "0",
+                   "--sr_dir", str(tmp_path / "sr")]  # fmt: skip
+
+        def score() -> None:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, done.stderr[-3000:]
+
+        score()
+        srs = _srs_in(pacs)
+        assert len(srs) == len(chosen) and pacs.count_instances() == 2 * len(chosen)
+        boxes = pd.read_parquet(tmp_path / "pacs/preds.boxes.parquet").query("call")
+        for sr in srs:
+            mine = boxes[boxes["StudyInstanceUID"] == sr.StudyInstanceUID].sort_values("box")
+            stated = read_study_boxes(sr, ["lung_opacity"])
+            assert len(stated) == len(mine) > 0
+            for box, row in zip(sorted(stated, key=lambda b: b.box), mine.itertuples(), strict=True):
+                assert box.sop_instance_uid == row.SOPInstanceUID
+                np.testing.assert_allclose(box.corners, [row.x_min, row.y_min, row.x_max, row.y_max], atol=1e-3)
+            path = tmp_path / "sr" / sr.StudyInstanceUID / f"{sr.SOPInstanceUID}.dcm"
+            assert dciodvfy_errors(path) == []
+        score()  # a rerun adds none
+        assert pacs.count_instances() == 2 * len(chosen)

@@ -57,11 +57,15 @@ def study_sr(
     box_rows: pd.DataFrame | None,
     output: Path | None,
 ) -> Dataset:
-    """The SR of one study row: its findings, its boxes, and the start of the job in ``output`` as its time.
+    """The SR of one study row: its findings, its called boxes, and the start of the job in ``output`` as its time.
 
     Without ``output`` (a caller outside a scoring job), the SR's time is the clock's.
     """
     rows = study_box_rows(box_rows, study)
+    # The SR reports the boxes called present (score ≥ the finding's box threshold): a reader's viewer draws what the
+    # model calls, not the detector's tail of low-scoring candidates; every box stays in preds.boxes.parquet.
+    if len(rows):
+        rows = rows[rows["call"].astype(bool)]
     boxes = boxes_from_rows(rows, evidence) if len(rows) else []
     created = None if output is None else job_created_at(output)
     return build_study_sr(study, findings, thresholds, evidence, aggregation, boxes=boxes, created=created)
