@@ -95,7 +95,10 @@ CASES = [
         ["fit", "--config", "configs/cxr_boxes.yaml", "--data.root", "{w}/archive", "--data.cache", "disk"],
         'Parser key "data.cache"',
     ),
-    (["fit", "--config", "configs/cxr_boxes.yaml", "--model.threshold_fp_rate", "-1"], "threshold_fp_rate"),
+    (
+        ["fit", "--config", "configs/cxr_boxes.yaml", "--data.root", "{w}/archive", "--model.threshold_fp_rate", "-1"],
+        "model.threshold_fp_rate=-1.0",
+    ),
     (["frobnicate"], "frobnicate"),
 ]
 
