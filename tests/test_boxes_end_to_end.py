@@ -17,8 +17,10 @@ import pytest
 from mlflow import MlflowClient
 
 from medres.evaluation.detection_metrics import ImageBoxes, detection_metrics
+from medres.lifecycle.evaluate import HeldOutData, load_held_out, package_detections
 from medres.package import ModelPackage
 from medres.scoring.sr import read_study_boxes
+from medres.tracking.registry import load_model
 
 from .scoring.orthanc import requires_orthanc, running_orthanc
 from .scoring.test_dicomweb import CREDENTIALS, _srs_in
@@ -231,3 +233,37 @@ def test_pacs_gets_one_sr_per_study_with_the_called_boxes(rsna, tmp_path):
             assert dciodvfy_errors(path) == []
         score()  # a rerun adds none
         assert pacs.count_instances() == 2 * len(chosen)
+
+
+def test_two_process_ddp_fit_judges_every_test_image(tmp_path):
+    """Under DDP each rank sees half the test split; the logged FROC and mAP must be those of all of it."""
+    medres("synth", "rsna-pneumonia", "--out", "release", "--patients", "60", "--image_size", "128", cwd=tmp_path)
+    medres("labels", "import", "rsna-pneumonia", "release", "--out", "labels", cwd=tmp_path)
+    fit_boxes(
+        tmp_path / "release",
+        tmp_path / "labels/boxes.csv",
+        tmp_path,
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.max_epochs",
+        "4",
+        "--data.split_fractions",
+        "[0.5, 0.2, 0.3]",
+        "--trainer.default_root_dir",
+        "work",
+        "--data.work_dir",
+        "datawork",
+    )
+    _, run = only_run(tmp_path)
+    logged = run.data.metrics
+    package = load_model("models:/cxr_boxes/1", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").package
+    held_out = HeldOutData(root=tmp_path / "release", boxes=tmp_path / "labels/boxes.csv",
+                           work_dir=tmp_path / "datawork", split_fractions=(0.5, 0.2, 0.3))  # fmt: skip
+    samples = load_held_out(held_out, package)
+    assert samples.fingerprint.samples == 18  # 30 % of 60 patients, one image each
+    (images,) = package_detections(package, samples, held_out)
+    offline = detection_metrics(images)
+    for name in ("cpm", "map_0.1", "sens_at_1fp"):
+        assert logged[f"test/{name}/lung_opacity"] == pytest.approx(offline[name], abs=1e-6), name

@@ -194,7 +194,7 @@ class LesionDetection(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Log the metrics and choose each finding's box threshold at ``threshold_fp_rate`` FPs per image."""
-        collected = self._outputs["val"]
+        collected = self._outputs["val"] = self._gathered("val")
         if not self.trainer.sanity_checking:
             for f in range(len(self.findings)):
                 images = [per_finding[f] for per_finding, _, _ in collected]
@@ -204,8 +204,7 @@ class LesionDetection(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """As validation, on the test split, plus patient-clustered bootstrap CIs."""
-        collected = sorted(self._outputs["test"], key=lambda item: item[2])
-        self._outputs["test"] = collected
+        collected = self._outputs["test"] = self._gathered("test")
         metrics = self.epoch_metrics("test")
         intervals: dict[str, DetectionCI] = {}
         groups = self._patient_keys("test", [index for _, _, index in collected])
@@ -250,8 +249,23 @@ class LesionDetection(pl.LightningModule):
                 metrics[f"{stage}/{name}"] = float(np.nanmean(values))
         return metrics
 
+    def _gathered(self, stage: str) -> list[tuple[list[ImageBoxes], np.ndarray, int]]:
+        """Every process's collected images, once each, in split order.
+
+        FROC and mAP need every image's boxes, not a mean of per-process values: under DDP each rank's images are
+        gathered to all ranks (``all_gather_object``), so every rank computes the same metrics and chooses the same
+        box thresholds. The distributed sampler pads a split by repeating samples; the sample index removes them.
+        """
+        collected = self._outputs[stage]
+        if self._trainer is None or self.trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return sorted(collected, key=lambda item: item[2])
+        parts: list[Any] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(parts, collected)
+        unique = {item[2]: item for part in parts for item in part}
+        return [unique[index] for index in sorted(unique)]
+
     def _log_metrics(self, stage: str) -> None:
-        # Lightning syncs nothing here: metrics need every image's boxes (run validation on one process).
+        # The collected images are already every rank's (see _gathered): the metrics are equal on every rank.
         metrics = self.epoch_metrics(stage)
         if metrics:
             self.log_dict(metrics, sync_dist=False)
