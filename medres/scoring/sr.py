@@ -134,6 +134,34 @@ BOX_ROW_COLUMNS = (
 )
 
 
+# What highdicom's image library entry (TID 1602 descriptors) reads from an image of each kind: a projection
+# radiograph's patient orientation and imager pixel spacing, a cross-sectional image's plane geometry.
+_LIBRARY_NEEDS = {
+    "projection": ("PatientOrientation", "ImagerPixelSpacing"),
+    "cross_sectional": ("PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient", "SliceThickness"),
+}
+_PROJECTION = {"CR", "DX", "IO", "MG", "PX", "RF", "RG", "XA"}
+_CROSS_SECTIONAL = {"CT", "MR", "PT"}
+
+
+def library_images(evidence: Sequence[Dataset]) -> list[Dataset]:
+    """The scored images the SR's image library (TID 1600) describes: those carrying what its descriptors need.
+
+    The library is optional content; the evidence sequence references every scored image regardless. Archives are
+    not always complete (a CR with ``PixelSpacing`` but no ``ImagerPixelSpacing``, a CT slice without
+    ``SliceThickness``), and highdicom raises on such an image; it is left out of the library rather than given a
+    value its header does not hold, and the SR is still written.
+    """
+    kept = []
+    for ds in evidence:
+        modality = str(getattr(ds, "Modality", ""))
+        kind = "projection" if modality in _PROJECTION else "cross_sectional" if modality in _CROSS_SECTIONAL else None
+        needs = _LIBRARY_NEEDS.get(kind, ()) if kind else ()
+        if all(getattr(ds, keyword, None) not in (None, "") for keyword in needs):
+            kept.append(ds)
+    return kept
+
+
 def boxes_from_rows(rows: pd.DataFrame, evidence: Sequence[Dataset]) -> list[BoxRegion]:
     """The boxes of one study's box rows, with the SOP class (2D) or frame of reference (3D) from its evidence.
 
@@ -308,7 +336,7 @@ def build_study_sr(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=_PROCEDURE,
         imaging_measurements=groups,
-        referenced_images=list(evidence),
+        referenced_images=library_images(evidence) or None,
     )
     # TM keeps whole seconds: a time read back from a file equals the one written.
     now = (created or dt.datetime.now()).replace(microsecond=0)

@@ -383,3 +383,29 @@ def test_sr_dir_writes_each_studys_sr_and_a_rerun_rewrites_the_same_bytes(
 
     main(command)  # the job is complete: the rerun only writes the files again
     assert {f: f.read_bytes() for f in sorted(sr_dir.rglob("*.dcm"))} == first
+
+
+def test_images_missing_library_descriptors_still_get_an_sr(tiny_archive: Path, tmp_path: Path):
+    """A CR without ImagerPixelSpacing (the RSNA release's images have only PixelSpacing) is evidence, not library."""
+    from medres.scoring.sr import library_images
+
+    by_study: dict[str, list[pydicom.Dataset]] = {}
+    for path in dicom_files(tiny_archive):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        by_study.setdefault(ds.StudyInstanceUID, []).append(ds)
+    evidence = next(v for v in by_study.values() if len(v) == 2)
+    complete, partial = evidence
+    assert library_images(evidence) == evidence
+    del partial.ImagerPixelSpacing
+    assert library_images(evidence) == [complete]
+    sr = build_study_sr(_study_row(complete.StudyInstanceUID), FINDINGS, THRESHOLDS, evidence, created=CREATED)
+    path = tmp_path / "sr.dcm"
+    back = _write_and_read(sr, path)
+    assert dciodvfy_errors(path) == []
+    evidence_uids = {
+        sop.ReferencedSOPInstanceUID
+        for study in back.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for sop in series.ReferencedSOPSequence
+    }
+    assert evidence_uids == {complete.SOPInstanceUID, partial.SOPInstanceUID}
