@@ -94,3 +94,23 @@ def test_score_reports_series_boxes_in_patient_mm(nodules: Path) -> None:
     top = boxes.groupby("SeriesInstanceUID")["score"].max()
     scored = predictions.set_index("SeriesInstanceUID")["prob_nodule"]
     assert np.allclose(scored.loc[top.index], top, atol=1e-6)
+
+
+def test_pyfunc_returns_the_series_boxes_in_mm(nodules: Path) -> None:
+    import json
+
+    import mlflow
+
+    boxes = pd.read_parquet(nodules / "preds.boxes.parquet")
+    top = boxes.sort_values("score", ascending=False).iloc[0]
+    folder = (nodules / "release" / top["path"]).parent
+    mlflow.set_tracking_uri(f"sqlite:///{nodules / 'mlflow.db'}")
+    try:
+        model = mlflow.pyfunc.load_model("models:/ct_nodules/1")
+    finally:
+        mlflow.set_tracking_uri(None)
+    out = model.predict(pd.DataFrame({"path": [str(folder)]}))
+    served = json.loads(out["boxes"].iloc[0])
+    expected = boxes[boxes["SeriesInstanceUID"] == top["SeriesInstanceUID"]].sort_values("box")
+    assert len(served) == len(expected)
+    np.testing.assert_allclose([[b[c] for c in CORNERS] for b in served], expected[CORNERS].to_numpy(), atol=1e-3)

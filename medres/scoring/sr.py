@@ -37,10 +37,11 @@ from typing import Any
 import highdicom as hd
 import numpy as np
 import pandas as pd
+from pydicom import config
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import UID, generate_uid
-from pydicom.valuerep import DA, DT, TM
+from pydicom.valuerep import DA, DT, TM, validate_value
 
 import medres
 from medres.package import finding_column, probability_column
@@ -63,6 +64,33 @@ _TYPE2_COPIED = (
     "StudyDate",
     "StudyTime",
 )
+
+
+def _copyable_header(header: Dataset) -> Dataset:
+    """The first evidence header as highdicom may copy its patient and study modules into the SR.
+
+    Type 2 attributes the source lacks are added empty. Values invalid for their VR are not copied: archives carry
+    them (the RSNA Pneumonia release's PatientAge is a bare ``"51"`` where AS needs ``"051Y"``), and an SR holding
+    them fails IOD validation. A type 2 attribute becomes empty, any other is left out; nothing is guessed. The
+    caller's header is not changed (a new element mapping).
+    """
+    first = Dataset(header)
+    for element in list(first):
+        if element.VR in ("SQ", "OB", "OW", "UN") or element.value in (None, ""):
+            continue
+        values = element.value if element.VM > 1 else [element.value]
+        try:
+            for value in values:
+                validate_value(element.VR, value, config.RAISE)
+        except (ValueError, TypeError):
+            if element.keyword in _TYPE2_COPIED:
+                setattr(first, element.keyword, "")
+            else:
+                del first[element.tag]
+    for keyword in _TYPE2_COPIED:
+        if keyword not in first:
+            setattr(first, keyword, "")
+    return first
 
 
 @dataclass(frozen=True)
@@ -278,12 +306,7 @@ def build_study_sr(
         raise ValueError(f"study {study_uid}: SR evidence includes instances of {len(foreign)} other study(ies)")
     if len(thresholds) != len(findings):
         raise ValueError(f"{len(thresholds)} threshold(s) for {len(findings)} finding(s): one per finding")
-    missing = [keyword for keyword in _TYPE2_COPIED if keyword not in evidence[0]]
-    if missing:
-        first = Dataset(evidence[0])  # a new element mapping: the caller's header stays as it was
-        for keyword in missing:
-            setattr(first, keyword, "")
-        evidence = [first, *evidence[1:]]
+    evidence = [_copyable_header(evidence[0]), *evidence[1:]]
     model_name, model_version = str(study["model_name"]), str(study["model_version"])
     identity = sr_identity(study_uid, model_name, model_version)
     algorithm = f"medres {model_name}"

@@ -38,6 +38,7 @@ ALLOWED_PARAM_ROOTS = frozenset(
         "review",
         "predictions",
         "ckpt_path",
+        "weights_only",  # Lightning's fit flag for loading ckpt_path: a bool, and noise as a warning in every fit
         "optimizer",
         "lr_scheduler",
         "scoring",  # a scoring run's settings (medres/scoring/report.py): model, input hash and counts, chunking

@@ -409,3 +409,16 @@ def test_images_missing_library_descriptors_still_get_an_sr(tiny_archive: Path, 
         for sop in series.ReferencedSOPSequence
     }
     assert evidence_uids == {complete.SOPInstanceUID, partial.SOPInstanceUID}
+
+
+def test_invalid_patient_values_are_not_copied(tiny_archive: Path, tmp_path: Path):
+    """The RSNA release's PatientAge is a bare "51" (AS needs "051Y"): left out of the SR, which stays valid."""
+    ds = pydicom.dcmread(dicom_files(tiny_archive)[0], stop_before_pixels=True)
+    ds.PatientAge = "55"
+    ds.PatientSex = "M"
+    sr = build_study_sr(_study_row(ds.StudyInstanceUID), FINDINGS, THRESHOLDS, [ds], created=CREATED)
+    path = tmp_path / "sr.dcm"
+    back = _write_and_read(sr, path)
+    assert dciodvfy_errors(path) == []
+    assert "PatientAge" not in back and back.PatientSex == "M" and back.PatientID == ds.PatientID
+    assert ds.PatientAge == "55"  # the caller's header is unchanged
