@@ -27,6 +27,7 @@ never beside the predictions.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import math
 import re
@@ -72,9 +73,9 @@ def _copyable_header(header: Dataset) -> Dataset:
     Type 2 attributes the source lacks are added empty. Values invalid for their VR are not copied: archives carry
     them (the RSNA Pneumonia release's PatientAge is a bare ``"51"`` where AS needs ``"051Y"``), and an SR holding
     them fails IOD validation. A type 2 attribute becomes empty, any other is left out; nothing is guessed. The
-    caller's header is not changed (a new element mapping).
+    caller's header is not changed: a copy (``Dataset(header)`` would share its element dict).
     """
-    first = Dataset(header)
+    first = copy.deepcopy(header)
     for element in list(first):
         if element.VR in ("SQ", "OB", "OW", "UN") or element.value in (None, ""):
             continue
