@@ -41,6 +41,11 @@ class ResNetFPN(nn.Module):
         self.returned = [stages[s - 1] for s in returned_stages]
         self.last = stages.index(self.returned[-1])
         channels = [_stage_channels(getattr(backbone, name)) for name in self.returned]
+        # Stages after the last returned one, and a pre-activation network's final norm, feed nothing the detector
+        # uses: removed, they cost no memory and leave no parameter without a gradient (which DDP refuses).
+        for name in stages[self.last + 1 :]:
+            setattr(backbone, name, nn.Identity())
+        backbone.norm = nn.Identity()
         self.fpn = FeaturePyramidNetwork(
             spatial_dims=backbone.spatial_dims,
             in_channels_list=channels,

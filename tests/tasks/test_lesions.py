@@ -131,3 +131,14 @@ def _classifier_package(tmp_path):
 
     module = MultiLabelDetection(["x", "y"], Preprocessing(spatial_dims=2, spatial_size=(32, 32)), backbone="resnet20")
     return module.to_package().save(tmp_path / "cls")
+
+
+def test_every_parameter_gets_a_gradient() -> None:
+    """DDP refuses parameters no loss reaches: the pyramid keeps only the stages it reads (here 1-2 of 4)."""
+    model = _model()
+    model.train()
+    model.training_step(_batch(7), 0).backward()
+    unused = [name for name, p in model.named_parameters() if p.grad is None]
+    assert unused == []
+    assert not any(name.startswith("detector.network.feature_extractor.backbone.layer3") for name, _ in
+                   model.named_parameters())  # fmt: skip
