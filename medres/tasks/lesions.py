@@ -227,7 +227,8 @@ class LesionDetection(pl.LightningModule):
             hit_rule=self.hit_rule,
         )
         if metrics:
-            self.log_dict(metrics, sync_dist=False)
+            # Equal on every rank (gathered images): the mean over ranks is the value, and Lightning stays quiet.
+            self.log_dict(metrics, sync_dist=True)
         self._outputs["test"] = []
 
     def epoch_metrics(self, stage: str) -> dict[str, float]:
@@ -265,10 +266,11 @@ class LesionDetection(pl.LightningModule):
         return [unique[index] for index in sorted(unique)]
 
     def _log_metrics(self, stage: str) -> None:
-        # The collected images are already every rank's (see _gathered): the metrics are equal on every rank.
+        # The collected images are already every rank's (see _gathered): the metrics are equal on every rank, so
+        # syncing (a mean over ranks) changes nothing and tells Lightning they are epoch-level values of all ranks.
         metrics = self.epoch_metrics(stage)
         if metrics:
-            self.log_dict(metrics, sync_dist=False)
+            self.log_dict(metrics, sync_dist=True)
         self._outputs[stage] = []
 
     def _patient_keys(self, split: str, indices: Sequence[int]) -> list[str] | None:
