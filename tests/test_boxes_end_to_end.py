@@ -71,7 +71,7 @@ def only_run(work: Path, experiment: str = "cxr_boxes"):
 @pytest.fixture(scope="module")
 def rsna(tmp_path_factory: pytest.TempPathFactory) -> dict:
     work = tmp_path_factory.mktemp("rsna")
-    medres("synth", "rsna-pneumonia", "--out", "release", "--patients", "200", "--image_size", "192", cwd=work)
+    medres("synth", "rsna-pneumonia", "--out", "release", "--patients", "160", "--image_size", "192", cwd=work)
     medres("labels", "import", "rsna-pneumonia", "release", "--out", "labels", cwd=work)
     result = fit_boxes(work / "release", work / "labels/boxes.csv", work)
     return {"work": work, "logs": result.stdout + result.stderr}

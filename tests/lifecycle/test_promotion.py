@@ -391,7 +391,8 @@ def test_cli_promote_refuse_history_rollback(
     gates = json.loads(Path(client.download_artifacts(run.info.run_id, "decision.json", str(tmp_path))).read_text())[
         "gates"
     ]
-    assert gates == {"finding_margins": {"nodule": 0.1}, "min_macro_auroc": 0.6, "non_inferiority_margin": 0.02}
+    assert gates == {"finding_margins": {"nodule": 0.1}, "min_macro_auroc": 0.6, "non_inferiority_margin": 0.02,
+                     "metric": "auroc"}  # fmt: skip
 
 
 @pytest.mark.slow
