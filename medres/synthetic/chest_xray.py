@@ -51,6 +51,8 @@ from medres.synthetic.writing import (
     draw_labels,
     draw_patient,
     ds_number,
+    new_archive_folder,
+    require_at_least,
 )
 
 CHEST_XRAY_FINDINGS: tuple[str, ...] = ("nodule", "effusion", "cardiomegaly", "pneumothorax")
@@ -95,16 +97,10 @@ def synth_chest_xray(out: Path, patients: int = 150, seed: int = 0, image_size: 
         ValueError: If an argument is out of range.
         FileExistsError: If ``out`` exists and is not an empty folder.
     """
-    if patients < 1:
-        raise ValueError(f"patients must be >= 1, got {patients}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if image_size < 64:
-        raise ValueError(f"image_size must be >= 64, got {image_size}")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"out={out} exists and is not an empty folder; refusing to overwrite it")
-    out.mkdir(parents=True, exist_ok=True)
+    require_at_least(1, patients=patients)
+    require_at_least(0, seed=seed)
+    require_at_least(64, image_size=image_size)
+    out = new_archive_folder(out)
 
     width = max(4, len(str(patients)))
     label_rows: list[list[str]] = []

@@ -39,6 +39,9 @@ from medres.synthetic.writing import (
     draw_labels,
     draw_patient,
     ds_number,
+    new_archive_folder,
+    require_at_least,
+    require_within,
 )
 
 CT_FINDINGS: tuple[str, ...] = ("mass", "effusion")
@@ -179,18 +182,11 @@ def synth_ct(out: Path, patients: int = 100, seed: int = 0, slices: int = 32, si
         ValueError: If an argument is out of range.
         FileExistsError: If ``out`` exists and is not an empty folder.
     """
-    if patients < 1:
-        raise ValueError(f"patients must be >= 1, got {patients}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if not 8 <= slices <= 400:
-        raise ValueError(f"slices must be in 8..400, got {slices}")
-    if not 16 <= size <= 512:
-        raise ValueError(f"size must be in 16..512, got {size}")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"out={out} exists and is not an empty folder; refusing to overwrite it")
-    out.mkdir(parents=True, exist_ok=True)
+    require_at_least(1, patients=patients)
+    require_at_least(0, seed=seed)
+    require_within(8, 400, slices=slices)
+    require_within(16, 512, size=size)
+    out = new_archive_folder(out)
 
     width = max(4, len(str(patients)))
     label_rows: list[list[str]] = []

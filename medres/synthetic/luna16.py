@@ -45,7 +45,7 @@ from medres.synthetic.ct import (
     _soft,
     _Thorax,
 )
-from medres.synthetic.writing import Patient
+from medres.synthetic.writing import Patient, new_archive_folder, require_at_least, require_within
 
 LUNA_ANNOTATIONS = "annotations.csv"
 LUNA_SERIESUIDS = "evaluationScript/annotations/seriesuids.csv"
@@ -130,22 +130,15 @@ def synth_luna16(
         ValueError: If an argument is out of range.
         FileExistsError: If ``out`` exists and is not an empty folder.
     """
-    if scans < 1:
-        raise ValueError(f"scans must be >= 1, got {scans}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if not 16 <= size <= 512:
-        raise ValueError(f"size must be in 16..512, got {size}")
-    if not 8 <= slices <= 400:
-        raise ValueError(f"slices must be in 8..400, got {slices}")
+    require_at_least(1, scans=scans)
+    require_at_least(0, seed=seed)
+    require_within(16, 512, size=size)
+    require_within(8, 400, slices=slices)
     if not 0.0 <= negative_fraction <= 1.0:
         raise ValueError(f"negative_fraction must be in [0, 1], got {negative_fraction}")
     if orientation not in _PLANES:
         raise ValueError(f"orientation must be one of {sorted(_PLANES)}, got {orientation!r}")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"out={out} exists and is not an empty folder; refusing to overwrite it")
-    out.mkdir(parents=True, exist_ok=True)
+    out = new_archive_folder(out)
 
     nodules: list[LunaNodule] = []
     uids: list[str] = []

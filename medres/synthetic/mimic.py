@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from medres.synthetic.chest_xray import _dicom_dataset, _draw_encoding, _draw_studies, _render, _set_pixels
-from medres.synthetic.writing import draw_patient
+from medres.synthetic.writing import draw_patient, new_archive_folder, require_at_least
 
 MIMIC_FILES = "files"
 MIMIC_CHEXPERT = "mimic-cxr-2.0.0-chexpert.csv"
@@ -102,16 +102,10 @@ def synth_mimic_cxr(out: Path, patients: int = 20, seed: int = 0, image_size: in
         ValueError: If an argument is out of range.
         FileExistsError: If ``out`` exists and is not an empty folder.
     """
-    if patients < 1:
-        raise ValueError(f"patients must be >= 1, got {patients}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if image_size < 64:
-        raise ValueError(f"image_size must be >= 64, got {image_size}")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"out={out} exists and is not an empty folder; refusing to overwrite it")
-    out.mkdir(parents=True, exist_ok=True)
+    require_at_least(1, patients=patients)
+    require_at_least(0, seed=seed)
+    require_at_least(64, image_size=image_size)
+    out = new_archive_folder(out)
 
     label_rows: list[list[str]] = []
     meta_rows: list[list[str]] = []

@@ -45,6 +45,7 @@ from medres.synthetic.chest_xray import (
     _lung_mask,
     _render,
 )
+from medres.synthetic.writing import new_archive_folder, require_at_least
 
 RSNA_IMAGES = "stage_2_train_images"
 RSNA_LABELS = "stage_2_train_labels.csv"
@@ -110,18 +111,13 @@ def synth_rsna_pneumonia(
         ValueError: If an argument is out of range.
         FileExistsError: If ``out`` exists and is not an empty folder.
     """
-    if patients < 1:
-        raise ValueError(f"patients must be >= 1, got {patients}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if image_size < 64:
-        raise ValueError(f"image_size must be >= 64, got {image_size}")
+    require_at_least(1, patients=patients)
+    require_at_least(0, seed=seed)
+    require_at_least(64, image_size=image_size)
     if not 0.0 < prevalence < 1.0:
         raise ValueError(f"prevalence must be in (0, 1), got {prevalence}")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"out={out} exists and is not an empty folder; refusing to overwrite it")
-    (out / RSNA_IMAGES).mkdir(parents=True)
+    out = new_archive_folder(out)
+    (out / RSNA_IMAGES).mkdir()
 
     label_rows: list[list[str]] = []
     class_rows: list[list[str]] = []

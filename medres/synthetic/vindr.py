@@ -34,6 +34,7 @@ from medres.synthetic.chest_xray import (
     _set_pixels,
 )
 from medres.synthetic.rsna import render_rsna
+from medres.synthetic.writing import new_archive_folder, require_at_least
 
 VINDR_IMAGES = "train"
 VINDR_ANNOTATIONS = "annotations/annotations_train.csv"
@@ -90,17 +91,12 @@ def synth_vindr_cxr(
         ValueError: If an argument is out of range.
         FileExistsError: If ``out`` exists and is not an empty folder.
     """
-    if images < 1:
-        raise ValueError(f"images must be >= 1, got {images}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if image_size < 64:
-        raise ValueError(f"image_size must be >= 64, got {image_size}")
+    require_at_least(1, images=images)
+    require_at_least(0, seed=seed)
+    require_at_least(64, image_size=image_size)
     if not 1 <= readers_per_image <= 17:
         raise ValueError(f"readers_per_image must be in 1..17, got {readers_per_image}")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"out={out} exists and is not an empty folder; refusing to overwrite it")
+    out = new_archive_folder(out)
     (out / VINDR_IMAGES).mkdir(parents=True)
     (out / "annotations").mkdir()
 

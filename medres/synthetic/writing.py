@@ -96,6 +96,33 @@ def draw_labels(rng: np.random.Generator, prevalence: Mapping[str, float]) -> tu
     return labels, truth
 
 
+def require_at_least(minimum: int, **values: int) -> None:
+    """Refuse a writer's argument below ``minimum``, naming it (``patients must be >= 1, got 0``)."""
+    for name, value in values.items():
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def require_within(low: int, high: int, **values: int) -> None:
+    """Refuse a writer's argument outside ``low..high``, naming it."""
+    for name, value in values.items():
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be in {low}..{high}, got {value}")
+
+
+def new_archive_folder(out: Path) -> Path:
+    """``out``, created or an existing empty folder: a synthetic archive is never written over anything.
+
+    Raises:
+        FileExistsError: If ``out`` exists and is not an empty folder.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"out={out} exists and is not an empty folder; refusing to overwrite it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def ds_number(x: float) -> str:
     """A DS string of at most 16 characters."""
     return f"{x:.6g}"
