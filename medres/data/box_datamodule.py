@@ -19,13 +19,12 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 from monai.transforms import Compose
 
-from medres.data.box_samples import collate_boxes
+from medres.data.box_samples import box_lookup, collate_boxes
 from medres.data.box_transforms import BOX_KEY, BOX_LABEL_KEY, box_eval_transforms, box_train_transforms
-from medres.data.boxes import FINDING, BoxLabels, MergeRule, merge_readers, read_box_csv, write_image_labels
+from medres.data.boxes import BoxLabels, MergeRule, merge_readers, read_box_csv, write_image_labels
 from medres.data.datamodule import SAMPLE_INDEX_KEY, DicomDataModule
 from medres.data.selection import SeriesSelection
 from medres.data.transforms import IMAGE_KEY, Augmentation2D, Preprocessing
@@ -153,17 +152,9 @@ class BoxDataModule(DicomDataModule):
         """The classification records plus each sample's boxes (stored pixels or LPS mm) and finding indices."""
         records = super()._records(rows)
         merged = self.merged_boxes()
-        index = {finding: i for i, finding in enumerate(self.findings)}
-        boxed = merged.frame[merged.frame[FINDING].isin(index)]
-        by_key = {key: group for key, group in boxed.groupby(merged.key, sort=False)}
-        width = 2 * merged.spatial_dims
+        boxes_of = box_lookup(merged, self.findings)
         for record, key in zip(records, rows[merged.key], strict=True):
-            group = by_key.get(key)
-            if group is None:  # listed without a box of these findings: a negative
-                record[BOX_KEY], record[BOX_LABEL_KEY] = np.zeros((0, width), np.float32), np.zeros(0, np.int64)
-            else:
-                record[BOX_KEY] = group[list(merged.corners)].to_numpy(np.float32)
-                record[BOX_LABEL_KEY] = group[FINDING].map(index).to_numpy(np.int64)
+            record[BOX_KEY], record[BOX_LABEL_KEY] = boxes_of(key)
         return records
 
 

@@ -11,7 +11,7 @@ are unknown and get no sample; listed ones without a box are negatives with ``N 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,22 @@ from medres.data.box_transforms import BOX_KEY, BOX_LABEL_KEY
 from medres.data.boxes import FINDING, BoxLabels
 from medres.data.samples import series_sample
 from medres.data.transforms import IMAGE_KEY
+
+
+def box_lookup(labels: BoxLabels, findings: Sequence[str]) -> Callable[[Any], tuple[np.ndarray, np.ndarray]]:
+    """Key → its boxes of ``findings`` (``(N, 2 * spatial_dims)`` float32) and their finding indices (``(N,)`` int64).
+
+    A key without a box of these findings (listed as negative, or boxed only for other findings) gets ``N = 0``.
+    """
+    index = {finding: i for i, finding in enumerate(findings)}
+    boxed = labels.frame[labels.frame[FINDING].isin(index)]
+    by_key = {
+        key: (group[list(labels.corners)].to_numpy(np.float32), group[FINDING].map(index).to_numpy(np.int64))
+        for key, group in boxed.groupby(labels.key, sort=False)
+    }
+    width = 2 * labels.spatial_dims
+    # A fresh empty pair per call: samples never share an array a transform could write into.
+    return lambda key: by_key.get(key) or (np.zeros((0, width), np.float32), np.zeros(0, np.int64))
 
 
 def box_samples(root: Path, manifest: pd.DataFrame, labels: BoxLabels, findings: Sequence[str]) -> list[dict[str, Any]]:
@@ -43,21 +59,13 @@ def box_samples(root: Path, manifest: pd.DataFrame, labels: BoxLabels, findings:
         raise ValueError(f"{labels.source}: key column {labels.key!r} is not a manifest column")
     if labels.spatial_dims == 3:
         return _series_box_samples(Path(root), manifest, labels, findings)
-    index = {finding: i for i, finding in enumerate(findings)}
-    frame = labels.frame
-    listed = set(frame[labels.key])
-    boxed = frame[frame[FINDING].isin(index)]
-    by_key = {key: group for key, group in boxed.groupby(labels.key, sort=False)}
+    boxes_of = box_lookup(labels, findings)
+    listed = set(labels.frame[labels.key])
     samples = []
     for key, relative in zip(manifest[labels.key], manifest["path"], strict=True):
         if key not in listed:
             continue
-        group = by_key.get(key)
-        boxes: np.ndarray = np.zeros((0, 4), np.float32)
-        classes: np.ndarray = np.zeros(0, np.int64)
-        if group is not None:
-            boxes = group[list(labels.corners)].to_numpy(np.float32)
-            classes = group[FINDING].map(index).to_numpy(np.int64)
+        boxes, classes = boxes_of(key)
         path = str(relative)
         samples.append({IMAGE_KEY: str(Path(root) / path), BOX_KEY: boxes, BOX_LABEL_KEY: classes, "path": path})
     return samples
@@ -67,20 +75,12 @@ def _series_box_samples(
     root: Path, manifest: pd.DataFrame, labels: BoxLabels, findings: Sequence[str]
 ) -> list[dict[str, Any]]:
     """One sample per listed series of the manifest, in SeriesInstanceUID order (the DataModule's series order)."""
-    index = {finding: i for i, finding in enumerate(findings)}
-    frame = labels.frame
-    listed = set(frame[labels.key])
-    boxed = frame[frame[FINDING].isin(index)]
-    by_key = {key: group for key, group in boxed.groupby(labels.key, sort=False)}
+    boxes_of = box_lookup(labels, findings)
+    listed = set(labels.frame[labels.key])
     samples = []
     for uid, rows in manifest[manifest[labels.key].isin(listed)].groupby(labels.key, sort=True):
         sample = series_sample(rows, root)
-        group = by_key.get(uid)
-        boxes: np.ndarray = np.zeros((0, 6), np.float32)
-        classes: np.ndarray = np.zeros(0, np.int64)
-        if group is not None:
-            boxes = group[list(labels.corners)].to_numpy(np.float32)
-            classes = group[FINDING].map(index).to_numpy(np.int64)
+        boxes, classes = boxes_of(uid)
         samples.append(
             {
                 IMAGE_KEY: [str(root / f) for f in sample.files],
