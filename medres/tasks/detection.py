@@ -26,7 +26,7 @@ from medres.models.weights import load_pretrained
 from medres.package import CHECKPOINT_KEY, ModelPackage, build_backbone
 from medres.tasks.losses import UncertainPolicy, masked_bce_with_logits, resolve_labels
 from medres.tasks.outputs import EpochPredictions, PredictionCollector
-from medres.tracking.resume import MLFLOW_RUN_KEY
+from medres.tracking.resume import MLFLOW_RUN_KEY, run_entry
 
 IGNORE_INDEX = -1  # torchmetrics' marker for "leave this label out"
 # Checkpoint entries beside Lightning's own: the validation operating points the thresholds were chosen at, and
@@ -276,12 +276,9 @@ class MultiLabelDetection(pl.LightningModule):
         """Embed the model contract (a checkpoint path scores like a registered model) and the MLflow run."""
         checkpoint[CHECKPOINT_KEY] = self.to_package().contract()
         checkpoint[OPERATING_POINTS_KEY] = [asdict(point) for point in self.operating_points]
-        mlflow_logger = next((lg for lg in self.trainer.loggers if isinstance(lg, MLFlowLogger)), None)
-        if mlflow_logger is not None and mlflow_logger.run_id is not None:
-            checkpoint[MLFLOW_RUN_KEY] = {
-                "run_id": mlflow_logger.run_id,
-                "experiment_id": mlflow_logger.experiment_id,
-            }
+        run = run_entry(self.trainer.loggers)
+        if run is not None:
+            checkpoint[MLFLOW_RUN_KEY] = run
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the checkpoint's thresholds, so testing or registering it uses the ones chosen with it."""

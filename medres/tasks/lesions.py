@@ -41,7 +41,7 @@ from medres.evaluation.detection_metrics import (
 from medres.models.detector import BOX, LABEL, SCORES, DetectorSpec, build_detector, detect
 from medres.models.resnet import ResNet
 from medres.package import CHECKPOINT_KEY, ModelPackage, build_backbone
-from medres.tracking.resume import MLFLOW_RUN_KEY
+from medres.tracking.resume import MLFLOW_RUN_KEY, run_entry
 
 log = logging.getLogger(__name__)
 SUMMARY_METRICS = ("cpm", "sens_at_1fp", "map_0.1", "map_0.5")
@@ -293,10 +293,9 @@ class LesionDetection(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Embed the package contract (with this epoch's thresholds) and the MLflow run, as classification does."""
         checkpoint[CHECKPOINT_KEY] = self.to_package().contract()
-        mlflow_logger = next((lg for lg in self.loggers if hasattr(lg, "run_id")), None) if self._trainer else None
-        run_id = getattr(mlflow_logger, "run_id", None)
-        if run_id is not None:
-            checkpoint[MLFLOW_RUN_KEY] = {"run_id": run_id, "experiment_id": mlflow_logger.experiment_id}  # type: ignore[union-attr]
+        run = run_entry(self.loggers) if self._trainer is not None else None
+        if run is not None:
+            checkpoint[MLFLOW_RUN_KEY] = run
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the checkpoint's box thresholds."""

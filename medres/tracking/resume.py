@@ -9,19 +9,33 @@ run's checkpoint folder, which a fresh run id leaves empty).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from mlflow import MlflowClient
 
 from medres.tracking.defaults import resolve_tracking_uri
 
-__all__ = ["MLFLOW_RUN_KEY", "Resume", "checkpoint_mlflow_run", "last_checkpoint", "resolve_resume"]
+__all__ = ["MLFLOW_RUN_KEY", "Resume", "checkpoint_mlflow_run", "last_checkpoint", "resolve_resume", "run_entry"]
 
 # The checkpoint entry (beside Lightning's own) naming the MLflow run that wrote it: {"run_id": ...}.
 MLFLOW_RUN_KEY = "medres_mlflow_run"
 log = logging.getLogger(__name__)
+
+
+def run_entry(loggers: Iterable[Any]) -> dict[str, str] | None:
+    """The :data:`MLFLOW_RUN_KEY` entry a task writes into its checkpoints: the first logger with an MLflow run.
+
+    Read by duck type (``run_id``, ``experiment_id``): this stage does not import Lightning's logger class.
+    """
+    for logger in loggers:
+        run_id = getattr(logger, "run_id", None)
+        if run_id is not None:
+            return {"run_id": str(run_id), "experiment_id": str(logger.experiment_id)}
+    return None
 
 
 def checkpoint_mlflow_run(ckpt_path: str | Path | None) -> str | None:
