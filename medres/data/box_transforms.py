@@ -51,10 +51,9 @@ from monai.transforms import (
     ConvertPointsToBoxes,
     EnsureTyped,
     MapTransform,
-    Randomizable,
 )
 
-from medres.data.transforms import IMAGE_KEY, Augmentation2D, Preprocessing, load_and_normalise
+from medres.data.transforms import IMAGE_KEY, Albumentationsd, Augmentation2D, Preprocessing, load_and_normalise
 
 BOX_KEY = "boxes"
 BOX_LABEL_KEY = "box_labels"
@@ -240,29 +239,18 @@ def box_train_transforms(
     return Compose(steps)
 
 
-class AlbumentationsBoxd(Randomizable, MapTransform):
+class AlbumentationsBoxd(Albumentationsd):
     """Apply an albumentations pipeline (built with ``bbox_params``) to a 2D image and its boxes.
 
-    Boxes are (row, column) pixel edges on the way in and out; albumentations' ``pascal_voc`` boxes are
-    (x = column, y = row) pixel edges, so the corners are swapped around the call. Boxes that leave the
-    image (or shrink below the pipeline's ``min_visibility``) are dropped with their labels.
+    Seeding is :class:`~medres.data.transforms.Albumentationsd`'s. Boxes are (row, column) pixel edges on the way
+    in and out; albumentations' ``pascal_voc`` boxes are (x = column, y = row) pixel edges, so the corners are
+    swapped around the call. Boxes that leave the image (or shrink below the pipeline's ``min_visibility``) are
+    dropped with their labels.
     """
 
     def __init__(self, image_key: str, box_key: str, label_key: str, transform: A.Compose) -> None:
-        MapTransform.__init__(self, [image_key])
+        super().__init__([image_key], transform)
         self.image_key, self.box_key, self.label_key = image_key, box_key, label_key
-        self.transform = transform
-
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> AlbumentationsBoxd:
-        """Seed this transform and the albumentations pipeline from MONAI's random state."""
-        super().set_random_state(seed, state)
-        self.transform.set_random_seed(int(self.R.randint(2**31 - 1)))
-        return self
-
-    def randomize(self, data: Any = None) -> None:
-        """Albumentations draws its own parameters; nothing to pre-draw."""
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Augment the image (C, H, W) and its boxes together."""
