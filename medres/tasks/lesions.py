@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -320,23 +321,14 @@ class LesionDetection(pl.LightningModule):
         )
 
 
+@dataclass(frozen=True)
 class DetectionReview:
     """What the test epoch saw, for the review callback's FROC curves, montage and model card."""
 
-    def __init__(
-        self,
-        findings: list[str],
-        images: list[list[ImageBoxes]],
-        metrics: dict[str, float],
-        intervals: dict[str, DetectionCI],
-        thresholds: list[float],
-        threshold_fp_rate: float,
-        hit_rule: HitRule,
-    ) -> None:
-        self.findings = findings
-        self.images = images
-        self.metrics = metrics
-        self.intervals = intervals
-        self.thresholds = thresholds
-        self.threshold_fp_rate = threshold_fp_rate
-        self.hit_rule = hit_rule
+    findings: list[str]
+    images: list[list[ImageBoxes]]
+    metrics: dict[str, float]
+    intervals: dict[str, DetectionCI]
+    thresholds: list[float]
+    threshold_fp_rate: float
+    hit_rule: HitRule
