@@ -17,14 +17,17 @@ long as truths and predictions share it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import torch
 from monai.apps.detection.metrics.coco import COCOMetric
 from monai.apps.detection.metrics.matching import matching_batch
 from monai.data.box_utils import box_iou
+
+from medres.models.detector import BOX, LABEL, SCORES
 
 FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 MAP_IOUS: tuple[float, ...] = (0.1, 0.5)
@@ -295,3 +298,16 @@ def threshold_at_fp_rate(images: Sequence[ImageBoxes], rate: float, rule: HitRul
     result = froc(images, rule, (rate,))
     allowed = np.flatnonzero(result.curve_fps <= rate + 1e-12)
     return float(result.thresholds[allowed[-1]])
+
+
+def finding_boxes(
+    output: Mapping[str, torch.Tensor], truth: torch.Tensor, truth_labels: torch.Tensor, num_findings: int
+) -> list[ImageBoxes]:
+    """One image's detector output (``box``, ``label``, ``label_scores``) and true boxes, split per finding index."""
+    true_boxes, true_labels = truth.detach().cpu().numpy(), truth_labels.detach().cpu().numpy()
+    boxes = output[BOX].detach().float().cpu().numpy()
+    labels = output[LABEL].detach().cpu().numpy()
+    scores = output[SCORES].detach().float().cpu().numpy()
+    return [
+        ImageBoxes(true_boxes[true_labels == f], boxes[labels == f], scores[labels == f]) for f in range(num_findings)
+    ]

@@ -35,9 +35,9 @@ from medres.data.box_transforms import BOX_KEY, BOX_LABEL_KEY, box_eval_transfor
 from medres.data.boxes import MergeRule
 from medres.data.datamodule import SPLITS, DicomDataModule
 from medres.data.transforms import IMAGE_KEY, eval_transforms
-from medres.evaluation.detection_metrics import ImageBoxes, detection_metrics, image_scores
+from medres.evaluation.detection_metrics import ImageBoxes, detection_metrics, finding_boxes, image_scores
 from medres.evaluation.metrics import finding_auroc
-from medres.models.detector import BOX, LABEL, SCORES, detect
+from medres.models.detector import detect
 from medres.models.inference import predict_probabilities
 from medres.package import ModelPackage
 
@@ -263,12 +263,8 @@ def package_detections(package: ModelPackage, samples: HeldOutSamples, data: Hel
     for batch in loader:
         outputs = detect(network, batch[IMAGE_KEY].to(device))  # type: ignore[arg-type]
         for output, truth, classes in zip(outputs, batch[BOX_KEY], batch[BOX_LABEL_KEY], strict=True):
-            labels, scores = output[LABEL].cpu().numpy(), output[SCORES].float().cpu().numpy()
-            boxes = output[BOX].float().cpu().numpy()
-            for f in range(len(package.findings)):
-                per_finding[f].append(
-                    ImageBoxes(truth.numpy()[classes.numpy() == f], boxes[labels == f], scores[labels == f])
-                )
+            for f, image in enumerate(finding_boxes(output, truth, classes, len(package.findings))):
+                per_finding[f].append(image)
     return per_finding
 
 

@@ -36,10 +36,11 @@ from medres.evaluation.detection_metrics import (
     ImageBoxes,
     detection_bootstrap_ci,
     detection_metrics,
+    finding_boxes,
     image_scores,
     threshold_at_fp_rate,
 )
-from medres.models.detector import BOX, LABEL, SCORES, DetectorSpec, build_detector, detect
+from medres.models.detector import BOX, LABEL, DetectorSpec, build_detector, detect
 from medres.models.resnet import ResNet
 from medres.package import CHECKPOINT_KEY, ModelPackage, build_backbone
 from medres.tracking.resume import MLFLOW_RUN_KEY, run_entry
@@ -181,15 +182,8 @@ class LesionDetection(pl.LightningModule):
         outputs = self(batch[IMAGE_KEY])
         indices = batch.get("sample_index")
         for i, (output, boxes, labels) in enumerate(zip(outputs, batch[BOX_KEY], batch[BOX_LABEL_KEY], strict=True)):
-            truth_boxes, truth_labels = boxes.detach().cpu().numpy(), labels.detach().cpu().numpy()
-            pred_boxes = output[BOX].detach().float().cpu().numpy()
-            pred_labels = output[LABEL].detach().cpu().numpy()
-            scores = output[SCORES].detach().float().cpu().numpy()
-            per_finding = [
-                ImageBoxes(truth_boxes[truth_labels == f], pred_boxes[pred_labels == f], scores[pred_labels == f])
-                for f in range(len(self.findings))
-            ]
-            present = np.array([(truth_labels == f).any() for f in range(len(self.findings))], dtype=np.float32)
+            per_finding = finding_boxes(output, boxes, labels, len(self.findings))
+            present = np.array([len(image.truth) > 0 for image in per_finding], dtype=np.float32)
             index = int(indices[i]) if indices is not None else batch_idx * len(outputs) + i
             self._outputs[stage].append((per_finding, present, index))
 
