@@ -25,20 +25,12 @@ from medres.tracking.registry import load_model
 from .scoring.orthanc import requires_orthanc, running_orthanc
 from .scoring.test_dicomweb import CREDENTIALS, _srs_in
 from .scoring.test_sr import dciodvfy_errors
+from .test_end_to_end import medres
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 CORNERS = ["x_min", "y_min", "x_max", "y_max"]
-
-
-def medres(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    result = subprocess.run(
-        [sys.executable, "-m", "medres.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert result.returncode == 0, f"medres {args[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 def fit_boxes(root: Path, boxes: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -4,9 +4,6 @@ Real CLI in subprocesses and a real SQLite MLflow store; the acceptance of the i
 archive with nodules in LUNA16 layout) at the CPU profile's settings on fewer scans and epochs.
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +13,12 @@ from mlflow import MlflowClient
 
 from medres.evaluation.detection_metrics import HitRule, ImageBoxes, froc
 
+from .test_end_to_end import medres
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 CORNERS = ["x_min", "y_min", "z_min", "x_max", "y_max", "z_max"]
-
-
-def medres(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    result = subprocess.run(
-        [sys.executable, "-m", "medres.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=1200
-    )
-    assert result.returncode == 0, f"medres {args[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 @pytest.fixture(scope="module")
